@@ -1,0 +1,3 @@
+from streamrnn.cli import main
+
+raise SystemExit(main())

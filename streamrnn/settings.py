@@ -1,0 +1,317 @@
+"""All of streamrnn's settings: one TOML file plus ``STREAMRNN_*`` environment variables.
+
+Precedence (highest first): explicit overrides passed by the CLI, environment variables (``STREAMRNN_`` prefix,
+``__`` between nested names, e.g. ``STREAMRNN_MODEL__HIDDEN_SIZE=32``), the TOML file (``--config`` or
+``STREAMRNN_CONFIG``), then the defaults below. Unknown keys are errors, so a typo never silently falls back to a
+default.
+
+Settings are read once, at the edge (the CLI), and passed down as typed objects. This module imports neither torch
+nor Kafka.
+
+>>> s = load_settings(None, environ={"STREAMRNN_MODEL__HIDDEN_SIZE": "32"})
+>>> s.model.hidden_size, s.model.cell
+(32, 'gru')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ENV_PREFIX = "STREAMRNN_"
+CONFIG_ENV = "STREAMRNN_CONFIG"
+# Variables with the prefix that belong to the tooling (scripts/bootstrap), not to the settings.
+TOOLING_ENV = frozenset({CONFIG_ENV, "STREAMRNN_CACHE", "STREAMRNN_PYTHON", "STREAMRNN_VENV"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    """The forecasting network (see streamrnn.model.network.NetworkConfig)."""
+
+    cell: Literal["rnn", "gru", "lstm"] = "gru"
+    hidden_size: int = Field(64, ge=1, le=4096)
+    num_layers: int = Field(1, ge=1, le=8)
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    layer_norm: bool = False
+    horizon: int = Field(1, ge=1, le=1000, description="forecast this many values ahead")
+    path: Path | None = Field(
+        None, description="model artifact directory (a version dir or a registry); empty: the shipped generic model"
+    )
+
+
+class FeatureSettings(_Section):
+    """What the network sees besides the normalized values."""
+
+    n_values: int = Field(1, ge=1, le=256, description="values per observation (multivariate when > 1)")
+    targets: list[int] = Field(default_factory=lambda: [0], min_length=1, description="indices of forecast values")
+    time_of_day: bool = Field(True, description="add sin/cos of the time of day")
+    day_of_week: bool = Field(True, description="add sin/cos of the day of the week")
+    clip: float = Field(8.0, gt=0, description="normalized inputs are clipped to [-clip, clip]")
+
+    @model_validator(mode="after")
+    def _targets_in_range(self) -> "FeatureSettings":
+        bad = [t for t in self.targets if not 0 <= t < self.n_values]
+        if bad:
+            raise ValueError(f"targets {bad} out of range for n_values={self.n_values}")
+        return self
+
+
+class NormalizerSettings(_Section):
+    half_life: float = Field(2000.0, gt=0, description="half-life, in values, of the running mean and variance")
+    warmup: int = Field(30, ge=1, description="values before a stream's scale is trusted")
+
+
+class StateSettings(_Section):
+    initial_capacity: int = Field(1024, ge=1)
+    reset_gap_intervals: float = Field(
+        12.0, gt=1, description="reset a stream's hidden state when a gap exceeds this many usual intervals"
+    )
+    reset_gap_s: float = Field(0.0, ge=0, description="also reset after a gap of this many seconds (0: off)")
+    idle_ttl_s: float = Field(86400.0 * 7, gt=0, description="evict streams silent for this long (event time)")
+    history_size: int = Field(2048, ge=0, description="recent values kept per stream for retraining/re-priming")
+
+
+class ScoringSettings(_Section):
+    method: Literal["gaussian", "likelihood", "spot"] = "likelihood"
+    warmup: int = Field(200, ge=1, description="values learned before a stream's scores count")
+    learn_below: float = Field(
+        0.9, ge=0, le=1, description="values scoring at or above this do not update normalizer/scorer statistics"
+    )
+    relearn_after: int = Field(
+        50, ge=1, description="after this many consecutive excluded values, learn again (the new normal)"
+    )
+    params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="extra keyword arguments for the chosen scorer"
+    )
+
+
+class EventSettings(_Section):
+    high: float = Field(0.9, ge=0, le=1, description="open an event at or above this score")
+    low: float = Field(0.5, ge=0, le=1, description="a value below this is quiet")
+    close_after: int = Field(5, ge=1, description="close after this many consecutive quiet values")
+    min_values: int = Field(1, ge=1)
+    merge_gap_s: float = Field(0.0, ge=0)
+    cooldown_s: float = Field(0.0, ge=0)
+    update_min_rise: float = Field(0.05, ge=0)
+    update_every: int = Field(0, ge=0)
+    gap_intervals: float = Field(5.0, gt=1, description="a gap event when values stop for this many usual intervals")
+    flatline_min_values: int = Field(12, ge=2, description="a repeated value counts as flat from this run length")
+    level_shift_threshold: float = Field(
+        25.0, gt=0, description="Page-Hinkley threshold on the normalized residual (sustained bias)"
+    )
+    level_shift_delta: float = Field(0.5, ge=0, description="Page-Hinkley tolerance per value")
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> "EventSettings":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+class TrainingSettings(_Section):
+    window: int = Field(64, ge=2)
+    horizon: int = Field(1, ge=1)
+    stride: int = Field(8, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(4, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1)
+    max_windows: int | None = Field(None, ge=1)
+
+
+class ColdStartSettings(_Section):
+    """How a stream with no trained model gets one (see README, 'Cold start')."""
+
+    policy: Literal["generic", "own_history"] = Field(
+        "generic",
+        description="generic: the shipped model; own_history: the generic model, then one trained on the "
+        "streams' own history once enough has arrived",
+    )
+    min_history: int = Field(1000, ge=10, description="values per stream before the first own-history training")
+    retrain_every: int = Field(0, ge=0, description="retrain every N values per stream (0: train once)")
+
+
+class ReplaySettings(_Section):
+    batch_size: int = Field(4096, ge=1, description="values per micro-batch")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see configs/default.toml for a documented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, nested_model_default_partial_update=True
+    )
+
+    model: ModelSettings = ModelSettings()
+    features: FeatureSettings = FeatureSettings()
+    normalizer: NormalizerSettings = NormalizerSettings()
+    state: StateSettings = StateSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    events: EventSettings = EventSettings()
+    training: TrainingSettings = TrainingSettings()
+    coldstart: ColdStartSettings = ColdStartSettings()
+    replay: ReplaySettings = ReplaySettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.training.horizon != self.model.horizon:
+            raise ValueError(
+                f"training.horizon ({self.training.horizon}) must equal model.horizon ({self.model.horizon})"
+            )
+        return self
+
+
+class ConfigError(Exception):
+    """Bad settings, with a message naming each field and its problem."""
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    config_path: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from the TOML file, the environment and overrides; raise ConfigError when invalid.
+
+    ``environ`` defaults to ``os.environ``; tests pass their own mapping so no global state leaks between them.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = Path(config_path) if config_path else (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, _MappingEnvSource(settings_cls, env)]
+            if path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            return tuple(sources)
+
+    source = f"file {path}" if path else "defaults"
+    try:
+        loaded = _Loaded(**dict(overrides or {}))
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source + " + environment")) from None
+    except ValueError as error:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError (a ValueError)
+        raise ConfigError(f"cannot read config {path}: {error}") from None
+    _reject_unknown_env(env)
+    # Return the plain Settings type so callers never see the loader subclass.
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+
+
+class _MappingEnvSource(PydanticBaseSettingsSource):
+    """Environment variables from an explicit mapping (the real environment by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in self._environ.items():
+            if not key.startswith(ENV_PREFIX) or key in TOOLING_ENV:
+                continue
+            path = key[len(ENV_PREFIX) :].lower().split("__")
+            node = result
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[path[-1]] = _parse_env_value(value)
+        return result
+
+
+def _parse_env_value(value: str) -> Any:
+    """Lists and dicts may be given as JSON (``[0, 1]``); everything else is left to pydantic's coercion."""
+    text = value.strip()
+    if text[:1] in "[{":
+        import json
+
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _reject_unknown_env(environ: Mapping[str, str]) -> None:
+    known_sections = set(Settings.model_fields)
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key in TOOLING_ENV:
+            continue
+        section = key[len(ENV_PREFIX) :].lower().split("__")[0]
+        if section not in known_sections:
+            raise ConfigError(
+                f"invalid settings (environment):\n  {key}: unknown setting "
+                f"(sections are {', '.join(sorted(known_sections))})"
+            )
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """Render the effective settings as TOML (for ``streamrnn check-config``)."""
+    data = settings.model_dump(mode="json")
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} is unset")
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot render {value!r} as TOML")
