@@ -11,7 +11,7 @@ are not, so an anomaly does not become the new normal).
 >>> bool(n.warming_up(rows)[0])
 False
 >>> round(float(n.transform(rows, np.array([[11.0]]))[0, 0]), 3)
--0.084
+-0.51
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class Normalizer(RowStatefulMixin):
 
     def warming_up(self, rows: np.ndarray) -> np.ndarray:
         return self.state["count"][rows] < self.warmup
+
+    def recenter(self, rows: np.ndarray, mean: np.ndarray) -> None:
+        """Move the rows' mean to ``mean`` ``[n, F]`` (a new level was accepted as normal); the scale is kept."""
+        self.state["mean"][rows] = np.where(np.isfinite(mean), mean, self.state["mean"][rows])
 
     def learn(self, rows: np.ndarray, x: np.ndarray, mask: np.ndarray) -> None:
         """Update the moments of the rows where ``mask`` is true; NaN features are skipped."""

@@ -4,9 +4,9 @@ Owns: row assignment (reusing freed rows), the event-time bookkeeping that decid
 Must not touch: model tensors, scores, I/O. Other stages learn about new, reset and evicted rows from the pipeline.
 
 >>> t = StreamTable(capacity=2)
->>> rows, new = t.lookup(np.array(["a", "b", "a"], dtype=object))
->>> rows.tolist(), new.tolist()
-([0, 1, 0], [True, True, False])
+>>> rows, new_rows = t.lookup(np.array(["a", "b", "a"], dtype=object))
+>>> rows.tolist(), new_rows.tolist()
+([0, 1, 0], [0, 1])
 >>> t.release(np.array([0]))
 >>> t.lookup(np.array(["c"], dtype=object))[0].tolist()  # row 0 is reused
 [0]
@@ -55,21 +55,22 @@ class StreamTable(RowStatefulMixin):
         return self._index.items()
 
     def lookup(self, stream_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows for ``stream_ids`` (assigning rows to unseen ids) and a mask of values whose stream is new.
+        """Rows for ``stream_ids`` (assigning rows to unseen ids) and the rows assigned by this call.
 
         One dict lookup per value (about 60 ns); new ids take the slow path once.
         """
         get = self._index.get
         rows = np.fromiter((get(s, -1) for s in stream_ids), dtype=np.int64, count=len(stream_ids))
-        new = rows < 0
-        if new.any():
-            for i in np.flatnonzero(new):
-                stream = stream_ids[i]
-                row = self._index.get(stream)
-                if row is None:
-                    row = self._assign(stream)
-                rows[i] = row
-        return rows, new
+        missing = np.flatnonzero(rows < 0)
+        new_rows: list[int] = []
+        for i in missing:
+            stream = stream_ids[i]
+            row = self._index.get(stream)
+            if row is None:
+                row = self._assign(stream)
+                new_rows.append(row)
+            rows[i] = row
+        return rows, np.array(new_rows, dtype=np.int64)
 
     def _assign(self, stream: str) -> int:
         if self._free:

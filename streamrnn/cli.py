@@ -1,0 +1,250 @@
+"""The ``streamrnn`` command line: argument parsing → settings → the library. No detection logic lives here.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad settings or bad input files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from streamrnn import __version__
+from streamrnn.settings import ConfigError, Settings, load_settings, settings_as_toml
+
+log = logging.getLogger("streamrnn.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None,
+        help="TOML config file (default: $STREAMRNN_CONFIG, else built-in defaults); STREAMRNN_* env vars override",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrnn",
+        description="Streaming anomaly and event detection for sensor data with stateful batched RNN forecasters.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check-config", help="validate the settings and print the effective config as TOML")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "replay", help="push CSV files through the detection pipeline, online, and write scores and events",
+        description="Replay NAB-style (timestamp,value) or long-format (stream,timestamp,value[,...]) CSV files. "
+        "Writes <out>/<file>.csv (timestamp,value,anomaly_score,label) and <out>/<file>.events.jsonl per input file.",
+    )
+    _add_config(p)
+    p.add_argument("input", type=Path, help="a CSV file or a directory searched recursively for *.csv")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p.add_argument("--windows", type=Path, default=None, help="NAB windows JSON: fills the label column")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip malformed CSV rows (listed in <file>.rejected.jsonl) instead of stopping")
+    p.add_argument("--seed", type=int, default=None, help="override training.seed (own-history training)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("evaluate", help="score replay output against labeled anomaly windows (NAB score, P/R)")
+    p.add_argument("results", type=Path, help="replay output directory")
+    p.add_argument("--windows", type=Path, required=True, help="labeled windows JSON (NAB combined_windows format)")
+    p.add_argument("--allow-unlabeled", action="store_true", help="series without windows count as anomaly-free")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train a forecasting model from CSV history and save a versioned artifact")
+    _add_config(p)
+    p.add_argument("input", type=Path, nargs="?", help="a CSV file or directory (omit with --synthetic)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model registry directory")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="train on N simulated anomaly-free streams instead of files")
+    p.add_argument("--length", type=int, default=4000, help="values per synthetic stream")
+    p.add_argument("--json", action="store_true", help="print the model card as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("simulate", help="generate synthetic sensor streams with injected, labeled anomalies")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p.add_argument("--streams", type=int, default=10)
+    p.add_argument("--length", type=int, default=4000, help="values per stream")
+    p.add_argument("--interval", type=float, default=300.0, help="seconds between values")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("long", "nab"), default="nab",
+                   help="nab: one timestamp,value CSV per stream + windows.json; long: one stream,timestamp,value CSV")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Settings:
+    settings = load_settings(getattr(args, "config", None), overrides=overrides)
+    from streamrnn.logs import configure
+
+    configure(settings.log.level, settings.log.format)
+    return settings
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sys.stdout.write(settings_as_toml(settings))
+    return EXIT_OK
+
+
+def _build_pipeline(settings: Settings):
+    from streamrnn.coldstart import load_model
+    from streamrnn.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig.from_settings(settings)
+    net, version = load_model(settings.model.path, config.features, config.targets, config.horizon)
+    return Pipeline(config, net, version)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    overrides = None
+    if args.seed is not None:
+        overrides = {"training": {"seed": args.seed}}
+    settings = _settings(args, overrides)
+    import torch
+
+    from streamrnn.coldstart import ColdStart, network_config, train_config_from_settings
+    from streamrnn.replay import replay
+
+    torch.set_num_threads(1)
+    torch.manual_seed(settings.training.seed)
+    pipeline = _build_pipeline(settings)
+    coldstart = None
+    if settings.coldstart.policy == "own_history":
+        coldstart = ColdStart(
+            network_config(settings, pipeline.config.features),
+            train_config_from_settings(settings),
+            settings.coldstart.min_history,
+            settings.coldstart.retrain_every,
+        )
+    report = replay(
+        args.input, args.output, pipeline, batch_size=settings.replay.batch_size, coldstart=coldstart,
+        windows_path=args.windows, skip_bad_rows=args.skip_bad_rows,
+    )
+    log.info("replay done", extra={"fields": {"values": report.values, "events": report.events,
+                                              "seconds": round(report.seconds, 3)}})
+    print(orjson.dumps(report.to_dict()).decode() if args.json else report.to_table())
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streamrnn.evaluate import evaluate_directory
+
+    report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled)
+    print(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json
+          else report.to_table())
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    import numpy as np
+    import torch
+
+    from streamrnn.coldstart import network_config, train_config_from_settings
+    from streamrnn.model.artifact import save_artifact
+    from streamrnn.pipeline import PipelineConfig
+    from streamrnn.training.data import series_inputs
+    from streamrnn.training.trainer import train
+
+    torch.set_num_threads(settings.training.threads)
+    config = PipelineConfig.from_settings(settings)
+    if args.synthetic:
+        from streamrnn.simulate import SimulationConfig, generate
+
+        sim = generate(SimulationConfig(n_streams=args.synthetic, length=args.length, seed=settings.training.seed,
+                                        anomaly_free_fraction=1.0))
+        raw = [(s.ts, s.values.reshape(-1, 1)) for s in sim.streams.values()]
+        source = f"synthetic:{args.synthetic}x{args.length}:seed={settings.training.seed}"
+    elif args.input is not None:
+        from streamrnn.connectors.files import find_csv_files, read_series_file
+
+        raw = []
+        for path, key in find_csv_files(args.input):
+            series = read_series_file(path, key)
+            for stream in dict.fromkeys(series.stream.tolist()):
+                rows = np.flatnonzero(series.stream == stream)
+                rows = rows[np.argsort(series.ts[rows], kind="stable")]
+                raw.append((series.ts[rows], series.values[rows]))
+        source = str(args.input)
+    else:
+        raise ConfigError("train: give an INPUT path or --synthetic N")
+    inputs = series_inputs(raw, config.features, settings.normalizer.half_life, settings.normalizer.warmup)
+    net_config = network_config(settings, config.features)
+    result = train(inputs, net_config, train_config_from_settings(settings),
+                   log=lambda epoch: log.info("epoch", extra={"fields": epoch}))
+    starts = [float(ts[0]) for ts, _ in raw if len(ts)]
+    ends = [float(ts[-1]) for ts, _ in raw if len(ts)]
+    card = result.card(
+        data={"source": source, "series": len(raw), "start": min(starts), "end": max(ends),
+              "values": int(sum(len(ts) for ts, _ in raw))},
+        features={"n_values": config.features.n_values, "time_of_day": config.features.time_of_day,
+                  "day_of_week": config.features.day_of_week, "clip": config.features.clip},
+    )
+    path = save_artifact(args.output, result.model, card)
+    m = result.metrics
+    if args.json:
+        print(orjson.dumps({"artifact": str(path), **card}, default=str).decode())
+    else:
+        print(f"saved {path}")
+        print(f"validation MAE {m['val_mae']:.4f} vs naive (last value) {m['naive_val_mae']:.4f} "
+              f"(ratio {m['val_mae'] / m['naive_val_mae']:.3f}); epochs {m['epochs_run']}, device {m['device']}, "
+              f"{m['wall_s']:.1f} s")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streamrnn.simulate import SimulationConfig, generate, iter_observations, write_long_csv, write_nab_csvs, \
+        write_truth
+
+    sim = generate(SimulationConfig(n_streams=args.streams, length=args.length, interval_s=args.interval,
+                                    seed=args.seed))
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.format == "nab":
+        paths = write_nab_csvs(args.output / "data", sim, windows_path=args.output / "windows.json")
+        print(f"wrote {len(paths)} series to {args.output / 'data'} and windows to {args.output / 'windows.json'}")
+    else:
+        rows = write_long_csv(args.output / "data.csv", iter_observations(sim))
+        windows, anomalies = write_truth(args.output, sim)
+        print(f"wrote {rows} rows to {args.output / 'data.csv'}, truth to {windows} and {anomalies}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from streamrnn.connectors.files import InputError
+
+    try:
+        return func(args)
+    except ConfigError as error:
+        print(f"streamrnn: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except InputError as error:
+        print(f"streamrnn: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the last line of defence: one clear line, the traceback in the JSON log
+        log.exception("command failed")
+        print(f"streamrnn: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""CSV input and output for replay: NAB-style files (``timestamp,value``) and the long format
+(``stream,timestamp,value[,more values]``).
+
+Owns: parsing (with errors that name the file and line), timestamp formats, and writing result CSVs and JSONL.
+Must not touch the pipeline; :mod:`streamrnn.replay` connects the two.
+
+>>> parse_timestamp("2014-04-01 00:05:00"), parse_timestamp("1396310700"), parse_timestamp("2014-04-01T00:05:00Z")
+(1396310700.0, 1396310700.0, 1396310700.0)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import orjson
+
+
+class InputError(ValueError):
+    """A malformed input file or row; the message names the file and line."""
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from a NAB timestamp, ISO 8601 (naive means UTC) or epoch seconds (ms if > 1e11)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty timestamp")
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number):
+            raise ValueError(f"timestamp {text!r} is not finite")
+        return number / 1000.0 if abs(number) > 1e11 else number
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@dataclass
+class SeriesFile:
+    """The parsed rows of one input file, in file order."""
+
+    path: Path
+    key: str  # the file's path relative to the input root (NAB's key), forward slashes
+    long_format: bool
+    value_names: list[str]
+    stream: np.ndarray  # object array of str
+    timestamp_text: list[str]
+    ts: np.ndarray  # float64
+    values: np.ndarray  # float64 [n, n_values]
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of rows skipped
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> SeriesFile:
+    """Read a NAB-style or long-format CSV; raise InputError on a bad row unless ``skip_bad_rows``."""
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise InputError(f"{path}: empty file (expected a header line)") from None
+        lower = [h.lower() for h in header]
+        if lower[:2] == ["timestamp", "value"] and len(lower) == 2:
+            long_format = False
+            value_names = ["value"]
+        elif lower[:2] == ["stream", "timestamp"] and len(lower) >= 3:
+            long_format = True
+            value_names = header[2:]
+        else:
+            raise InputError(
+                f"{path}:1: header {header!r} is neither 'timestamp,value' nor 'stream,timestamp,value[,...]'"
+            )
+        width = len(header)
+        first_value = 2 if long_format else 1
+        streams: list[str] = []
+        texts: list[str] = []
+        ts: list[float] = []
+        values: list[list[float]] = []
+        skipped: list[tuple[int, str]] = []
+        for line_no, row in enumerate(reader, start=2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            try:
+                if len(row) != width:
+                    raise ValueError(f"expected {width} fields, got {len(row)}")
+                stream = row[0].strip() if long_format else key
+                if not stream:
+                    raise ValueError("empty stream id")
+                stamp_text = row[first_value - 1].strip()
+                try:
+                    stamp = parse_timestamp(stamp_text)
+                except ValueError:
+                    raise ValueError(f"cannot parse timestamp {stamp_text!r}") from None
+                numbers = []
+                for cell in row[first_value:]:
+                    try:
+                        numbers.append(float(cell))
+                    except ValueError:
+                        raise ValueError(f"value {cell.strip()!r} is not a number") from None
+            except ValueError as error:
+                if not skip_bad_rows:
+                    raise InputError(f"{path}:{line_no}: {error}") from None
+                skipped.append((line_no, str(error)))
+                continue
+            streams.append(stream)
+            texts.append(stamp_text)
+            ts.append(stamp)
+            values.append(numbers)
+    n_values = len(value_names)
+    return SeriesFile(
+        path=path,
+        key=key,
+        long_format=long_format,
+        value_names=value_names,
+        stream=np.array(streams, dtype=object),
+        timestamp_text=texts,
+        ts=np.array(ts, dtype=np.float64),
+        values=np.array(values, dtype=np.float64).reshape(len(ts), n_values),
+        skipped=skipped,
+    )
+
+
+def find_csv_files(root: Path) -> list[tuple[Path, str]]:
+    """``(path, key)`` for a single CSV file or every ``*.csv`` below a directory, sorted by key."""
+    if root.is_file():
+        return [(root, root.name)]
+    if not root.is_dir():
+        raise InputError(f"{root}: no such file or directory")
+    found = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*.csv") if p.is_file())
+    if not found:
+        raise InputError(f"{root}: no .csv files found")
+    return [(p, key) for key, p in found]
+
+
+def write_result_csv(
+    path: Path,
+    series: SeriesFile,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    accepted: np.ndarray,
+) -> None:
+    """Write ``timestamp,value,anomaly_score,label`` (long format: a leading ``stream`` column) in input order.
+
+    Rows the pipeline rejected are written with an empty score so that the row count matches the input.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        prefix = ["stream"] if series.long_format else []
+        writer.writerow(prefix + ["timestamp", "value", "anomaly_score", "label"])
+        value = series.values[:, 0]
+        for i in range(len(series)):
+            score_text = f"{scores[i]:.6f}" if accepted[i] else ""
+            row = [series.stream[i]] if series.long_format else []
+            row += [series.timestamp_text[i], repr(float(value[i])), score_text, int(labels[i])]
+            writer.writerow(row)
+    tmp.replace(path)
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as handle:
+        for record in records:
+            handle.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+            handle.write(b"\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def read_windows(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """NAB ``combined_windows.json``: ``{key: [[start, end], ...]}`` with timestamp strings or epoch numbers."""
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read windows: {error}") from None
+    windows: dict[str, list[tuple[float, float]]] = {}
+    for key, pairs in raw.items():
+        windows[key] = [(parse_timestamp(str(a)), parse_timestamp(str(b))) for a, b in pairs]
+    return windows

@@ -1,0 +1,63 @@
+"""Logging set-up: JSON lines (one object per record) or plain text, on stderr.
+
+Owns the log format only. Modules log through ``logging.getLogger(__name__)`` and pass structured fields with
+``extra={"fields": {...}}``; nothing logs per value.
+
+>>> import io
+>>> stream = io.StringIO()
+>>> logger = configure("INFO", "json", stream=stream, name="streamrnn.doctest")
+>>> logger.info("replay done", extra={"fields": {"values": 3}})
+>>> record = orjson.loads(stream.getvalue())
+>>> record["msg"], record["values"], record["level"]
+('replay done', 3, 'info')
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import IO
+
+import orjson
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(payload, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower():<7} {record.name}: {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None,
+              name: str = "streamrnn") -> logging.Logger:
+    """Configure the ``streamrnn`` logger tree (not the root logger, so embedding applications keep theirs)."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,489 @@
+"""One micro-batch step of the detector: state → model step → score → events, for every stream at once.
+
+The same :class:`Pipeline` serves the daemon, file replay and the benchmarks; only sources and sinks differ. It owns
+no clients, threads or files: it takes an :class:`~streamrnn.records.ObservationBatch` and returns a
+:class:`~streamrnn.records.StepResult`.
+
+Per value, in this order (causal: a value is scored before anything learns from it):
+
+1. reject it if its timestamp is not after the stream's last one (duplicate / out of order) or its target is not
+   finite; a gap longer than ``gap_intervals`` usual intervals opens and closes a ``gap`` event, a longer one
+   (``reset_gap_intervals``) resets the stream's hidden state (an independent sequence starts);
+2. the residual between the value and the forecast made ``horizon`` steps earlier, in units of the stream's scale,
+   is scored by the residual scorer (0 while warming up);
+3. values scoring at or above ``learn_below`` do not update the normalizer and scorer statistics, unless such
+   values have lasted ``relearn_after`` values in a row (then they are the new normal);
+4. the normalized value and time features advance the stream's hidden state and give the next forecast;
+5. event detectors turn scores into open / update / close events: the residual channel (``spike``, upgraded to
+   ``level_shift`` when a Page-Hinkley test on the signed residual fires) and the ``flatline`` channel.
+
+Several values of one stream in one batch are applied in timestamp order in successive sub-steps, each of which
+touches every stream at most once.
+
+>>> from streamrnn.records import ObservationBatch
+>>> p = Pipeline.build(PipelineConfig())
+>>> result = p.step(ObservationBatch.from_rows([("s1", 0.0, 1.0), ("s1", 60.0, 1.5), ("s2", 0.0, 3.0)]))
+>>> len(result.scores), result.scores.warming_up.all()
+(3, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from streamrnn.features import FeatureBuilder
+from streamrnn.model.network import ForecastNet
+from streamrnn.model.stepper import ModelStepper
+from streamrnn.records import EVENT_KINDS, Event, ObservationBatch, Rejected, ScoreBatch, StepResult
+from streamrnn.rowstate import RowArrays
+from streamrnn.scoring.events import EventConfig, EventDetector
+from streamrnn.scoring.registry import make_scorer
+from streamrnn.scoring.shift import FlatlineDetector, LevelShiftDetector
+from streamrnn.state.history import HistoryBuffer
+from streamrnn.state.normalizer import Normalizer
+from streamrnn.state.table import StreamTable
+
+RESIDUAL_KINDS = ("spike", "level_shift")
+FLATLINE_KINDS = ("flatline",)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a :class:`Pipeline` needs, as plain values (built from Settings by :meth:`from_settings`)."""
+
+    features: FeatureBuilder = field(default_factory=FeatureBuilder)
+    targets: tuple[int, ...] = (0,)
+    horizon: int = 1
+    normalizer_half_life: float = 2000.0
+    normalizer_warmup: int = 30
+    scoring_method: str = "likelihood"
+    scoring_warmup: int = 200
+    scoring_params: Mapping[str, Any] = field(default_factory=dict)
+    learn_below: float = 0.9
+    relearn_after: int = 50
+    events: EventConfig = field(default_factory=EventConfig)
+    gap_intervals: float = 5.0
+    reset_gap_intervals: float = 12.0
+    reset_gap_s: float = 0.0
+    flatline_min_values: int = 12
+    level_shift_threshold: float = 25.0
+    level_shift_delta: float = 0.5
+    idle_ttl_s: float = 7 * 86400.0
+    history_size: int = 2048
+    capacity: int = 1024
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "PipelineConfig":
+        s = settings
+        return cls(
+            features=FeatureBuilder(
+                n_values=s.features.n_values,
+                time_of_day=s.features.time_of_day,
+                day_of_week=s.features.day_of_week,
+                clip=s.features.clip,
+            ),
+            targets=tuple(s.features.targets),
+            horizon=s.model.horizon,
+            normalizer_half_life=s.normalizer.half_life,
+            normalizer_warmup=s.normalizer.warmup,
+            scoring_method=s.scoring.method,
+            scoring_warmup=s.scoring.warmup,
+            scoring_params=dict(s.scoring.params),
+            learn_below=s.scoring.learn_below,
+            relearn_after=s.scoring.relearn_after,
+            events=EventConfig(
+                high=s.events.high,
+                low=s.events.low,
+                close_after=s.events.close_after,
+                min_values=s.events.min_values,
+                merge_gap_s=s.events.merge_gap_s,
+                cooldown_s=s.events.cooldown_s,
+                update_min_rise=s.events.update_min_rise,
+                update_every=s.events.update_every,
+            ),
+            gap_intervals=s.events.gap_intervals,
+            reset_gap_intervals=s.state.reset_gap_intervals,
+            reset_gap_s=s.state.reset_gap_s,
+            flatline_min_values=s.events.flatline_min_values,
+            level_shift_threshold=s.events.level_shift_threshold,
+            level_shift_delta=s.events.level_shift_delta,
+            idle_ttl_s=s.state.idle_ttl_s,
+            history_size=s.state.history_size,
+            capacity=s.state.initial_capacity,
+        )
+
+
+class Pipeline:
+    """The per-stream state of every stage, and :meth:`step` over micro-batches."""
+
+    def __init__(self, config: PipelineConfig, net: ForecastNet, model_version: str = "") -> None:
+        n_values = config.features.n_values
+        if net.config.n_features != config.features.n_inputs:
+            raise ValueError(
+                f"model expects {net.config.n_features} inputs, features give {config.features.n_inputs}"
+            )
+        if tuple(net.config.targets) != tuple(config.targets) or net.config.horizon != config.horizon:
+            raise ValueError("model targets/horizon do not match the pipeline's")
+        cap = config.capacity
+        self.config = config
+        self.model_version = model_version
+        self.table = StreamTable(cap)
+        self.normalizer = Normalizer(n_values, config.normalizer_half_life, config.normalizer_warmup, cap)
+        self.stepper = ModelStepper(net, cap)
+        self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **dict(config.scoring_params))
+        self.level_shift = LevelShiftDetector(config.level_shift_threshold, config.level_shift_delta, cap)
+        self.flatline = FlatlineDetector(config.flatline_min_values, capacity=cap)
+        self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)
+        self.flatline_events = EventDetector("flatline", config.events, FLATLINE_KINDS, cap)
+        self.history = HistoryBuffer(config.history_size, n_values, cap)
+        n_targets = len(config.targets)
+        self.own = RowArrays(
+            {
+                # Forecasts of the target(s), raw units, for the next `horizon` steps (ring indexed by step count).
+                "forecast": ((config.horizon, n_targets), "float64", np.nan),
+                "excluded_run": ((), "int64", 0),
+            },
+            cap,
+        )
+        self._targets = np.array(config.targets, dtype=np.int64)
+        self._mark = np.full(cap, -1, dtype=np.int64)
+        self._row_stages = [
+            ("table", self.table),
+            ("normalizer", self.normalizer),
+            ("scorer", self.scorer),
+            ("level_shift", self.level_shift),
+            ("flatline", self.flatline),
+            ("residual_events", self.residual_events),
+            ("flatline_events", self.flatline_events),
+            ("history", self.history),
+            ("own", self.own),
+        ]
+        for _name, stage in self._row_stages:
+            stage.ensure_capacity(cap)
+
+    @classmethod
+    def build(cls, config: PipelineConfig, net: ForecastNet | None = None, model_version: str = "") -> "Pipeline":
+        """A pipeline with ``net`` or, when None, the persistence model (forecast = last value)."""
+        if net is None:
+            from streamrnn.model.persistence import persistence_net
+
+            net = persistence_net(config.features.n_inputs, config.targets, config.horizon)
+            model_version = model_version or "persistence"
+        return cls(config, net, model_version)
+
+    # -- capacity and lifecycle of rows ---------------------------------------------------------------------
+    def _ensure_capacity(self, n_rows: int) -> None:
+        if n_rows <= self._mark.shape[0]:
+            return
+        for _name, stage in self._row_stages:
+            stage.ensure_capacity(n_rows)
+        self.stepper.ensure_capacity(n_rows)
+        self._mark = np.full(self.table.capacity, -1, dtype=np.int64)
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        """Fresh state for rows just assigned to new streams (the table resets its own part)."""
+        for name, stage in self._row_stages:
+            if name != "table":
+                stage.reset(rows)
+        self.stepper.reset(rows)
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.table)
+
+    def open_events(self) -> int:
+        return self.residual_events.open_count() + self.flatline_events.open_count()
+
+    # -- the step ---------------------------------------------------------------------------------------------
+    def step(self, batch: ObservationBatch) -> StepResult:
+        n = len(batch)
+        rejected: list[Rejected] = []
+        events: list[Event] = []
+        if n == 0:
+            return StepResult(scores=_empty_scores(), events=events, rejected=rejected)
+        values = np.asarray(batch.values, dtype=np.float64)
+        if values.shape[1] != self.config.features.n_values:
+            raise ValueError(f"batch has {values.shape[1]} values per observation, expected "
+                             f"{self.config.features.n_values}")
+        ts = np.asarray(batch.ts, dtype=np.float64)
+        ok = np.isfinite(ts) & np.isfinite(values[:, self._targets]).all(axis=1)
+        for i in np.flatnonzero(~ok):
+            reason = "bad_timestamp" if not np.isfinite(ts[i]) else "non_finite_value"
+            rejected.append(self._rejected(batch, i, reason, "timestamp or target value is not a finite number"))
+
+        rows = np.full(n, -1, dtype=np.int64)
+        good = np.flatnonzero(ok)
+        if len(good):
+            rows[good], new_rows = self.table.lookup(batch.stream[good])
+            self._ensure_capacity(self.table.capacity)
+            if len(new_rows):
+                self._reset_rows(new_rows)
+
+        out_score = np.zeros(n)
+        out_forecast = np.full(n, np.nan)
+        out_residual = np.full(n, np.nan)
+        out_warming = np.ones(n, dtype=bool)
+        accepted = np.zeros(n, dtype=bool)
+        for idx in self._sub_steps(good, rows[good], ts[good]):
+            self._step_unique(
+                batch, idx, rows[idx], ts[idx], values[idx],
+                out_score, out_forecast, out_residual, out_warming, accepted, events, rejected,
+            )
+        keep = np.flatnonzero(accepted)
+        scores = ScoreBatch(
+            stream=batch.stream[keep],
+            ts=ts[keep],
+            value=values[keep, self._targets[0]],
+            forecast=out_forecast[keep],
+            residual=out_residual[keep],
+            score=out_score[keep],
+            warming_up=out_warming[keep],
+            source=None if batch.source is None else batch.source[keep],
+        )
+        return StepResult(scores=scores, events=events, rejected=rejected)
+
+    def _sub_steps(self, index: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> list[np.ndarray]:
+        """Split positions into sub-steps in which each row appears at most once, in timestamp order per row."""
+        m = len(index)
+        if m == 0:
+            return []
+        positions = np.arange(m)
+        self._mark[rows] = positions
+        if (self._mark[rows] == positions).all():  # the common case: one value per stream
+            return [index]
+        order = np.lexsort((ts, rows))
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+        group_start = np.repeat(starts, np.diff(np.r_[starts, m]))
+        rank = np.arange(m) - group_start
+        return [index[order[rank == k]] for k in range(int(rank.max()) + 1)]
+
+    def _step_unique(
+        self,
+        batch: ObservationBatch,
+        idx: np.ndarray,
+        rows: np.ndarray,
+        ts: np.ndarray,
+        x: np.ndarray,
+        out_score: np.ndarray,
+        out_forecast: np.ndarray,
+        out_residual: np.ndarray,
+        out_warming: np.ndarray,
+        accepted: np.ndarray,
+        events: list[Event],
+        rejected: list[Rejected],
+    ) -> None:
+        cfg = self.config
+        table = self.table.state
+        # 1. time checks --------------------------------------------------------------------------------------
+        last_ts = table["last_ts"][rows]
+        dt = ts - last_ts
+        late = dt <= 0.0  # NaN (first value) compares False
+        if late.any():
+            for i in np.flatnonzero(late):
+                reason = "duplicate_timestamp" if dt[i] == 0.0 else "out_of_order"
+                rejected.append(self._rejected(
+                    batch, idx[i], reason, f"timestamp {ts[i]} is not after the stream's last one {last_ts[i]}"))
+            keep = ~late
+            idx, rows, ts, x, dt, last_ts = idx[keep], rows[keep], ts[keep], x[keep], dt[keep], last_ts[keep]
+            if len(idx) == 0:
+                return
+        interval = table["interval"][rows]
+        known = np.isfinite(interval) & (table["count"][rows] >= 3)
+        gap = known & (dt > cfg.gap_intervals * interval)
+        reset = known & (dt > cfg.reset_gap_intervals * interval)
+        if cfg.reset_gap_s > 0:
+            reset |= dt > cfg.reset_gap_s
+        if gap.any():
+            ids = batch.stream[idx]
+            for i in np.flatnonzero(gap):
+                for action in ("open", "close"):
+                    events.append(Event(stream=ids[i], kind="gap", action=action, start=float(last_ts[i]),
+                                        end=float(ts[i]), peak_score=1.0, values=0))
+        if reset.any():
+            reset_rows = rows[reset]
+            self.stepper.reset(reset_rows)
+            self.own["forecast"][reset_rows] = np.nan
+            self.flatline.reset(reset_rows)
+
+        # 2. score the value against the forecast made before it was seen --------------------------------------
+        step_count = table["count"][rows]
+        slot = step_count % cfg.horizon
+        predicted = self.own["forecast"][rows, slot]  # [m, n_targets], raw units
+        scale = self.normalizer.scale(rows)
+        target_scale = scale[:, self._targets]
+        signed = (x[:, self._targets] - predicted) / target_scale
+        residual = np.sqrt(np.mean(signed * signed, axis=1))
+        score = self.scorer.score_many(rows, residual)
+        warming = self.scorer.warming_up(rows) | self.normalizer.warming_up(rows) | np.isnan(residual)
+        score = np.where(warming, 0.0, np.nan_to_num(score, nan=0.0))
+
+        # 3. learn from normal values only (or from a persistent new normal) ------------------------------------
+        excluded = score >= cfg.learn_below
+        run = np.where(excluded, self.own["excluded_run"][rows] + 1, 0)
+        accept_new_level = run > cfg.relearn_after
+        if accept_new_level.any():
+            # The "anomaly" has lasted: it is the new normal. Re-anchor the mean on the recent values (the scale is
+            # kept) so the stream stops looking anomalous at once instead of after a slow drift of the average.
+            self._recenter(rows[accept_new_level], x[accept_new_level], cfg.relearn_after)
+            run = np.where(accept_new_level, 0, run)
+        self.own["excluded_run"][rows] = run
+        learn = ~excluded | accept_new_level
+        z = self.normalizer.transform(rows, x)
+        self.normalizer.learn(rows, x, learn)
+        learn_scorer = learn & np.isfinite(residual)
+        if learn_scorer.any():
+            self.scorer.learn_many(rows[learn_scorer], residual[learn_scorer])
+
+        # 4. advance the hidden state and forecast the value `horizon` steps ahead -----------------------------
+        inputs = cfg.features.build(z, ts)
+        forecast_z = self.stepper.step(rows, inputs).astype(np.float64)
+        new_scale = self.normalizer.scale(rows)[:, self._targets]
+        new_mean = self.normalizer.mean(rows)[:, self._targets]
+        self.own["forecast"][rows, slot] = forecast_z * new_scale + new_mean
+
+        # 5. persistent-change detectors and events -----------------------------------------------------------
+        bias = np.where(warming, np.nan, np.mean(signed, axis=1))
+        shifted = self.level_shift.update(rows, bias)
+        flat_score = self.flatline.update(rows, x[:, self._targets[0]])
+        flat_score = np.where(self.normalizer.warming_up(rows), 0.0, flat_score)
+        self.history.append(rows, ts, x, excluded)
+        self.table.advance(rows, ts, learn_interval=~gap)
+
+        ids = batch.stream[idx]
+        residual_score = np.where(shifted, np.maximum(score, cfg.events.high), score)
+        events.extend(self.residual_events.update(rows, ids, ts, residual_score, shifted.astype(np.int8)))
+        events.extend(self.flatline_events.update(rows, ids, ts, flat_score, np.zeros(len(rows), dtype=np.int8)))
+
+        out_score[idx] = score
+        out_forecast[idx] = predicted[:, 0]
+        out_residual[idx] = residual
+        out_warming[idx] = warming
+        accepted[idx] = True
+
+    def _recenter(self, rows: np.ndarray, x: np.ndarray, recent: int) -> None:
+        means = np.empty_like(x)
+        for i, row in enumerate(rows):
+            _ts, values, _flags = self.history.series(int(row))
+            window = np.vstack([values[-recent:].astype(np.float64), x[i : i + 1]])
+            means[i] = np.nanmean(window, axis=0)
+        self.normalizer.recenter(rows, means)
+
+    @staticmethod
+    def _rejected(batch: ObservationBatch, i: int, reason: str, detail: str) -> Rejected:
+        return Rejected(
+            reason=reason,
+            detail=detail,
+            stream=str(batch.stream[i]),
+            ts=float(batch.ts[i]),
+            source=None if batch.source is None else batch.source[i],
+        )
+
+    # -- model swap ------------------------------------------------------------------------------------------
+    def history_inputs(self, row: int, max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A stream's history as model inputs ``[T, n_inputs]`` (normalized with today's statistics) and the
+        per-value 'excluded as anomalous' flags; the trainer and re-priming use exactly this."""
+        ts, values, anomalous = self.history.series(row)
+        if max_len is not None and len(ts) > max_len:
+            ts, values, anomalous = ts[-max_len:], values[-max_len:], anomalous[-max_len:]
+        rows = np.full(len(ts), row, dtype=np.int64)
+        z = self.normalizer.transform(rows, values.astype(np.float64))
+        return self.config.features.build(z, ts), anomalous
+
+    def swap_model(self, net: ForecastNet, version: str, prime_len: int = 256) -> None:
+        """Start using ``net`` without stopping: every stream's hidden state is rebuilt by running the new model
+        over the last ``prime_len`` values of its history (batched over streams of equal history length), and its
+        pending forecasts are replaced by the new model's."""
+        if net.config.n_features != self.config.features.n_inputs or tuple(net.config.targets) != self.config.targets:
+            raise ValueError("the new model does not fit the pipeline's inputs/targets")
+        if net.state_size != self.stepper.state_size:
+            self.stepper = ModelStepper(net, self.stepper.capacity)
+        else:
+            self.stepper.swap(net)
+        self.model_version = version
+        h = self.config.horizon
+        by_length: dict[int, list[int]] = {}
+        for _stream, row in self.table.streams():
+            length = int(min(self.history.length(np.array([row]))[0], prime_len))
+            by_length.setdefault(length, []).append(row)
+        for length, rows_list in by_length.items():
+            rows = np.array(rows_list, dtype=np.int64)
+            self.stepper.reset(rows)
+            self.own["forecast"][rows] = np.nan
+            if length == 0:
+                continue
+            inputs = np.stack([self.history_inputs(int(r), length)[0] for r in rows])
+            forecast_z = self.stepper.run(rows, inputs)[:, -h:, :].astype(np.float64)  # [n, h', targets]
+            scale = self.normalizer.scale(rows)[:, self._targets]
+            mean = self.normalizer.mean(rows)[:, self._targets]
+            count = self.table.state["count"][rows]
+            for j in range(forecast_z.shape[1]):
+                # The forecast made at history step (count - k) targets step (count - k + h): ring slot (count-k)%h.
+                k = forecast_z.shape[1] - j
+                slot = (count - k) % h
+                self.own["forecast"][rows, slot] = forecast_z[:, j] * scale + mean
+
+    # -- eviction, snapshots ----------------------------------------------------------------------------------
+    def evict_idle(self, now: float) -> tuple[list[str], list[Event]]:
+        """Forget streams silent for longer than ``idle_ttl_s`` (event time); close their open events."""
+        rows = self.table.idle_rows(now, self.config.idle_ttl_s)
+        if len(rows) == 0:
+            return [], []
+        ids = np.array([self.table.stream_of(int(r)) for r in rows], dtype=object)
+        last = self.table.state["last_ts"][rows]
+        events = self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
+        self.table.release(rows)
+        self._reset_rows(rows)
+        return list(ids), events
+
+    def close_all(self) -> list[Event]:
+        """Close every open event (end of a replay)."""
+        rows = np.array(sorted(r for _s, r in self.table.streams()), dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        ids = np.array([self.table.stream_of(int(r)) for r in rows], dtype=object)
+        last = self.table.state["last_ts"][rows]
+        return self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
+
+    def snapshot(self, streams: list[str] | None = None) -> dict[str, Any]:
+        """The complete state of the given streams (all when None) as plain arrays; see :meth:`restore`."""
+        if streams is None:
+            pairs = sorted(self.table.streams(), key=lambda p: p[1])
+            streams = [s for s, _r in pairs]
+        rows = np.array([self.table.row_of(s) for s in streams], dtype=np.int64)
+        if (rows < 0).any() if len(rows) else False:
+            raise KeyError("unknown stream in snapshot request")
+        stages = {name: stage.snapshot(rows) for name, stage in self._row_stages}
+        stages["model"] = self.stepper.snapshot(rows)
+        return {"streams": list(streams), "model_version": self.model_version, "stages": stages}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Load streams' state from :meth:`snapshot`; hidden states are dropped if the model version differs."""
+        streams = list(snapshot["streams"])
+        if not streams:
+            return
+        rows = self.table.assign_rows(streams)
+        self._ensure_capacity(self.table.capacity)
+        stages = snapshot["stages"]
+        for name, stage in self._row_stages:
+            stage.restore(rows, stages[name])
+        if snapshot.get("model_version", "") == self.model_version:
+            self.stepper.restore(rows, stages["model"])
+        else:
+            # Hidden states of another model do not fit this one: start them afresh (forecasts too).
+            self.stepper.reset(rows)
+            self.own["forecast"][rows] = np.nan
+
+
+def _empty_scores() -> ScoreBatch:
+    empty = np.zeros(0)
+    return ScoreBatch(
+        stream=np.zeros(0, dtype=object), ts=empty, value=empty, forecast=empty, residual=empty,
+        score=empty, warming_up=np.zeros(0, dtype=bool),
+    )
+
+
+__all__ = ["Pipeline", "PipelineConfig", "RESIDUAL_KINDS", "FLATLINE_KINDS", "EVENT_KINDS"]
