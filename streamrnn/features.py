@@ -41,7 +41,9 @@ class FeatureBuilder:
         n = len(ts)
         if out is None:
             out = np.empty((n, self.n_inputs), dtype=np.float32)
-        np.clip(np.nan_to_num(z, nan=0.0), -self.clip, self.clip, out=out[:, : self.n_values])
+        values = out[:, : self.n_values]
+        np.clip(z, -self.clip, self.clip, out=values)
+        np.copyto(values, 0.0, where=np.isnan(values))
         col = self.n_values
         if self.time_of_day:
             phase = (2.0 * np.pi / _DAY) * np.mod(ts, _DAY)

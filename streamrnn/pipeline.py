@@ -314,12 +314,13 @@ class Pipeline:
         slot = step_count % cfg.horizon
         predicted = self.own["forecast"][rows, slot]  # [m, n_targets], raw units
         scale = self.normalizer.scale(rows)
+        mean = self.normalizer.mean(rows)
         target_scale = scale[:, self._targets]
         signed = (x[:, self._targets] - predicted) / target_scale
         residual = np.sqrt(np.mean(signed * signed, axis=1))
         score = self.scorer.score_many(rows, residual)
         warming = self.scorer.warming_up(rows) | self.normalizer.warming_up(rows) | np.isnan(residual)
-        score = np.where(warming, 0.0, np.nan_to_num(score, nan=0.0))
+        score = np.where(warming | np.isnan(score), 0.0, score)
 
         # 3. learn from normal values only (or from a persistent new normal) ------------------------------------
         excluded = score >= cfg.learn_below
@@ -330,9 +331,10 @@ class Pipeline:
             # kept) so the stream stops looking anomalous at once instead of after a slow drift of the average.
             self._recenter(rows[accept_new_level], x[accept_new_level], cfg.relearn_after)
             run = np.where(accept_new_level, 0, run)
+            mean = self.normalizer.mean(rows)
         self.own["excluded_run"][rows] = run
         learn = ~excluded | accept_new_level
-        z = self.normalizer.transform(rows, x)
+        z = (x - mean) / scale  # with the statistics from before this value
         self.normalizer.learn(rows, x, learn)
         learn_scorer = learn & np.isfinite(residual)
         if learn_scorer.any():

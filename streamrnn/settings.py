@@ -222,6 +222,7 @@ def load_settings(
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
             return tuple(sources)
 
+    _reject_unknown_env(env)
     source = f"file {path}" if path else "defaults"
     try:
         loaded = _Loaded(**dict(overrides or {}))
@@ -229,7 +230,6 @@ def load_settings(
         raise ConfigError(_format_validation_error(error, source + " + environment")) from None
     except ValueError as error:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError (a ValueError)
         raise ConfigError(f"cannot read config {path}: {error}") from None
-    _reject_unknown_env(env)
     # Return the plain Settings type so callers never see the loader subclass.
     return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
 

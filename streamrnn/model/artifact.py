@@ -15,7 +15,7 @@ fsynced, then renamed into place and ``directory`` fsynced. A crash leaves at mo
 damaged weights file is reported instead of loaded. Weights are read with ``torch.load(weights_only=True)``, which
 never runs pickled code.
 
->>> import tempfile
+>>> import shutil, tempfile
 >>> from streamrnn.model.network import ForecastNet, NetworkConfig
 >>> d = tempfile.mkdtemp()
 >>> p = save_artifact(d, ForecastNet(NetworkConfig(hidden_size=4)), {"metrics": {"val_mae": 0.1}})
@@ -24,6 +24,7 @@ never runs pickled code.
 >>> net, card = load_artifact(p)
 >>> card["network"]["hidden_size"], card["metrics"]["val_mae"], card["version"] == p.name
 (4, 0.1, True)
+>>> shutil.rmtree(d)
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ matters for the likelihood scorer's log transform, which looks at tail probabili
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Protocol, runtime_checkable
 
@@ -46,7 +47,20 @@ _INV_SQRT2 = 0.7071067811865476
 
 @runtime_checkable
 class ResidualScorer(RowStateful, Protocol):
-    """What the pipeline needs from a residual scorer (see the module docstring for the rules)."""
+    """What the pipeline needs from a residual scorer (see the module docstring for the rules).
+
+    >>> from streamrnn.scoring.gaussian import GaussianScorer
+    >>> s = GaussianScorer(warmup=2)
+    >>> isinstance(s, ResidualScorer)
+    True
+    >>> rows = np.array([0, 1], dtype=np.int64)
+    >>> s.learn_many(rows, np.array([0.5, 1.0]))
+    >>> s.warming_up(rows).tolist()
+    [True, True]
+    >>> s.learn_many(rows, np.array([0.7, np.nan]))  # NaN is skipped: row 1 still has one value
+    >>> s.warming_up(rows).tolist(), s.score_many(rows, np.array([0.6, 9.0])).round(6).tolist()
+    ([False, True], [0.5, 0.0])
+    """
 
     name: str
     warmup: int
@@ -224,6 +238,27 @@ def norm_cdf(z: np.ndarray) -> np.ndarray:
     [0.158655, 0.5, 0.975]
     """
     return norm_sf(-np.asarray(z, dtype=np.float64))
+
+
+# Numenta's log transform of a likelihood L, log(1.0000000001 - L) / log(1.0 - 0.9999999999), evaluated from the
+# tail probability Q = 1 - L as log(LOG_EPS + Q) / LOG_DEN: relative accuracy in the tail instead of the
+# cancellation in 1.0000000001 - L.
+LOG_EPS = 1.0000000001 - 1.0
+LOG_DEN = math.log(1.0 - 0.9999999999)
+
+
+def log_tail_score(tail: np.ndarray) -> np.ndarray:
+    """Numenta's log-scaled score from tail probabilities (in place on ``tail``): ~0.03 at 0.5, 0.5 at 1e-5, 1 at
+    <= 1e-10, clipped to [0, 1]; NaN propagates.
+
+    >>> [round(float(v), 3) for v in log_tail_score(np.array([0.5, 1e-5, 1e-12]))]
+    [0.03, 0.5, 1.0]
+    """
+    tail += LOG_EPS
+    np.log(tail, out=tail)
+    tail /= LOG_DEN
+    np.clip(tail, 0.0, 1.0, out=tail)
+    return tail
 
 
 # ---------------------------------------------------------------------------------------------------------------

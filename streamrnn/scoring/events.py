@@ -243,7 +243,7 @@ class EventDetector(RowStatefulMixin):
         grow = nq & (pending | cont)
         end = np.where(grow, t, end)
         peak = np.where(grow, np.fmax(peak, s), peak)
-        kd = np.where(grow, np.maximum(kd, k), kd)
+        kd = np.where(grow, k, kd)
         quiet = np.where(grow, 0, quiet + (cont & ~nq))
 
         # 4. Pending: a quiet value drops the candidate silently, the min_values-th non-quiet one opens it.

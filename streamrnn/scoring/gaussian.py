@@ -16,7 +16,9 @@ from streamrnn.scoring.base import (
     clean_for_score,
     finite_for_learn,
     gather,
+    log_tail_score,
     norm_cdf,
+    norm_sf,
     scatter,
 )
 
@@ -29,8 +31,13 @@ class GaussianScorer(BaseScorer):
     (exact running mean and population variance, no start-up bias) and later ones exponentially. The std used for
     ``z`` is floored at ``max(min_std, min_std_rel * mean)`` so a perfectly flat history does not give an infinite z.
 
+    With ``log_scale=True`` the score is instead Numenta's log transform of ``Phi(z)`` (see
+    :func:`~streamrnn.scoring.base.log_tail_score`; 0.5 at a tail probability of 1e-5), the scale of the likelihood
+    scorer. Note that ``Phi(z)`` itself is ~0.5 for a typical value and 0.9 for a 10% tail.
+
     Parameters: ``alpha`` or ``half_life`` (in learned values; default half-life 1000), ``warmup`` (30), ``min_std``
-    (1e-3, absolute, in residual units), ``min_std_rel`` (0.05, relative to the mean), ``capacity`` (16).
+    (1e-3, absolute, in residual units), ``min_std_rel`` (0.05, relative to the mean), ``log_scale`` (False),
+    ``capacity`` (16).
 
     >>> s = GaussianScorer(warmup=3)
     >>> for v in [1.0, 1.2, 0.8, 1.1]:
@@ -48,9 +55,11 @@ class GaussianScorer(BaseScorer):
         warmup: int = 30,
         min_std: float = 1e-3,
         min_std_rel: float = 0.05,
+        log_scale: bool = False,
         capacity: int = 16,
     ) -> None:
         self.alpha = alpha_from(alpha, half_life, 1000.0)
+        self.log_scale = bool(log_scale)
         if min_std < 0 or min_std_rel < 0:
             raise ValueError("min_std and min_std_rel must be >= 0")
         self.min_std = float(min_std)
@@ -76,7 +85,7 @@ class GaussianScorer(BaseScorer):
         mean = b[:, 1]
         z = (x - mean) / self._std(mean, b[:, 2])
         np.clip(z, -Z_MAX, Z_MAX, out=z)
-        p = norm_cdf(z)
+        p = log_tail_score(norm_sf(z)) if self.log_scale else norm_cdf(z)
         # NaN x gives NaN p; the comparison below is False for it, and warming rows give 0.
         return np.where((b[:, 0] >= self.warmup) & (p >= 0.0), np.minimum(p, 1.0), 0.0)
 

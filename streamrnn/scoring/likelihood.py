@@ -6,8 +6,6 @@ Owns only its per-row statistics (RowArrays ``s = [n, long_mean, long_var]`` and
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from streamrnn.rowstate import ArraySpec
@@ -18,16 +16,11 @@ from streamrnn.scoring.base import (
     clean_for_score,
     finite_for_learn,
     gather,
+    log_tail_score,
     norm_cdf,
     norm_sf,
     scatter,
 )
-
-# Numenta's log transform, log(1.0000000001 - L) / log(1.0 - 0.9999999999), evaluated as log(EPS + Q) / DEN with
-# Q = 1 - L computed directly (relative accuracy in the tail instead of cancellation in 1.0000000001 - L).
-_LOG_EPS = 1.0000000001 - 1.0
-_LOG_DEN = math.log(1.0 - 0.9999999999)
-
 
 class LikelihoodScorer(BaseScorer):
     """Anomaly likelihood of the short moving average of the residual against its own long-run distribution.
@@ -119,11 +112,7 @@ class LikelihoodScorer(BaseScorer):
         z = (avg - mean) / self._long_std(mean, b[:, 2])
         np.clip(z, -Z_MAX, Z_MAX, out=z)
         if self.log_scale:
-            q = norm_sf(z)
-            q += _LOG_EPS
-            score = np.log(q)
-            score /= _LOG_DEN
-            np.clip(score, 0.0, 1.0, out=score)
+            score = log_tail_score(norm_sf(z))  # from Q = 1 - L directly: accurate where L rounds to 1
         else:
             score = np.minimum(norm_cdf(z), 1.0)
         return np.where((b[:, 0] >= self.warmup) & (score >= 0.0), score, 0.0)  # NaN x -> 0

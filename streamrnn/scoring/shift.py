@@ -34,7 +34,7 @@ class LevelShiftDetector(RowStatefulMixin):
 
     def update(self, rows: np.ndarray, residual: np.ndarray) -> np.ndarray:
         """Feed signed residuals; return a bool alarm per value. NaN residuals leave the sums unchanged."""
-        r = np.nan_to_num(residual, nan=0.0)
+        r = np.where(np.isnan(residual), 0.0, residual)
         up = np.maximum(0.0, self.state["up"][rows] + r - self.delta)
         down = np.maximum(0.0, self.state["down"][rows] - r - self.delta)
         alarm = (up > self.threshold) | (down > self.threshold)

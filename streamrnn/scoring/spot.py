@@ -11,7 +11,15 @@ import math
 import numpy as np
 
 from streamrnn.rowstate import ArraySpec
-from streamrnn.scoring.base import BaseScorer, alpha_from, clean_for_score, finite_for_learn, gather, scatter
+from streamrnn.scoring.base import (
+    BaseScorer,
+    alpha_from,
+    clean_for_score,
+    finite_for_learn,
+    gather,
+    log_tail_score,
+    scatter,
+)
 
 # Below this |gamma| the GPD tail is evaluated in its exponential limit.
 _GAMMA_EXP = 1e-8
@@ -46,12 +54,27 @@ class SpotScorer(BaseScorer):
       ``P(X > x) = p_t ** (x / t)``, the log-linear interpolation between P(X > 0) = 1 and P(X > t) = p_t (exact for
       exponential data), so the score increases with x, is continuous at t and stays below ``1 - p_t`` there.
 
+    Why ``gamma_min = 0`` by default (tails at least exponential, never bounded): residual magnitudes are
+    unbounded, and the pipeline withholds the values it judges anomalous, which truncates the peaks and biases the
+    moment estimate of gamma negative; a bounded fitted tail then scores everything past its end as exactly 1, and
+    more truncation follows. In a simulation of that loop (withholding scores >= 0.9999) a gamma floor of -0.5 gave
+    gamma ~ -0.2 even on exponential data and 5-10x the nominal rate of scores >= 0.9999; the floor 0 kept the rate
+    within ~2x of 1e-4 for half-normal, exponential and log-normal residuals. Lower it for truly bounded residuals.
+
     :meth:`threshold_for` inverts this map: the per-row ``z_q`` with ``P(X > z_q) = q`` (SPOT's
     ``z_q = t + sigma/gamma * ((q n / N_t) ** -gamma - 1)`` above t).
 
+    With ``log_scale=True`` the score is instead Numenta's log transform of the tail probability (see
+    :func:`~streamrnn.scoring.base.log_tail_score`; 0.4 at ``risk`` 1e-4, 0.5 at 1e-5), the likelihood scorer's scale.
+
+    Learning what the pipeline excludes: a value scoring ``1 - P(X > x)`` above the pipeline's ``learn_below`` is
+    not learned. Every peak scores above ``1 - p_t`` (~0.98), so with ``learn_below`` below that the tracker never
+    sees ``x > t`` and ``t`` only falls: use ``learn_below >= 1 - risk`` (SPOT's own rule: only values beyond
+    ``z_q`` are withheld) or ``log_scale=True``.
+
     Parameters: ``level`` (0.98), ``risk`` (1e-4, default q of threshold_for), ``half_life`` (5000 values, also the
-    half-life of ``scale``), ``quantile_rate`` (0.02), ``min_peaks`` (10), ``gamma_min`` (-0.5), ``min_sigma``
-    (1e-3), ``min_sigma_rel`` (0.05), ``warmup`` (200), ``capacity`` (16).
+    half-life of ``scale``), ``quantile_rate`` (0.02), ``min_peaks`` (10), ``gamma_min`` (0.0), ``min_sigma``
+    (1e-3), ``min_sigma_rel`` (0.05), ``log_scale`` (False), ``warmup`` (200), ``capacity`` (16).
 
     >>> import numpy as np
     >>> s = SpotScorer(warmup=100)
@@ -70,9 +93,10 @@ class SpotScorer(BaseScorer):
         half_life: float | None = 5000.0,
         quantile_rate: float = 0.02,
         min_peaks: float = 10.0,
-        gamma_min: float = -0.5,
+        gamma_min: float = 0.0,
         min_sigma: float = 1e-3,
         min_sigma_rel: float = 0.05,
+        log_scale: bool = False,
         warmup: int = 200,
         capacity: int = 16,
     ) -> None:
@@ -97,6 +121,7 @@ class SpotScorer(BaseScorer):
         self.gamma_min = float(gamma_min)
         self.min_sigma = float(min_sigma)
         self.min_sigma_rel = float(min_sigma_rel)
+        self.log_scale = bool(log_scale)
         self.calibration = math.ceil(1.0 / (1.0 - self.level) - 1e-9)
         self._prior_n = 1.0 / (1.0 - self.level)
         super().__init__(warmup=warmup, capacity=capacity)
@@ -148,7 +173,11 @@ class SpotScorer(BaseScorer):
         rows = np.asarray(rows, dtype=np.int64)
         x = clean_for_score(x)
         b = gather(self.state["s"], rows)
-        score = -np.expm1(self._log_tail(b, x))  # 1 - P(X > x), precise near 0
+        log_tail = self._log_tail(b, x)
+        if self.log_scale:
+            score = log_tail_score(np.exp(log_tail))
+        else:
+            score = -np.expm1(log_tail)  # 1 - P(X > x), precise near 0
         return np.where((b[:, _K] >= self.warmup) & (score >= 0.0), np.minimum(score, 1.0), 0.0)
 
     def threshold_for(self, q: float | None = None, rows: np.ndarray | None = None) -> np.ndarray:

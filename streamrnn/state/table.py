@@ -14,6 +14,7 @@ Must not touch: model tensors, scores, I/O. Other stages learn about new, reset 
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Iterable
 
 import numpy as np
@@ -59,8 +60,7 @@ class StreamTable(RowStatefulMixin):
 
         One dict lookup per value (about 60 ns); new ids take the slow path once.
         """
-        get = self._index.get
-        rows = np.fromiter((get(s, -1) for s in stream_ids), dtype=np.int64, count=len(stream_ids))
+        rows = np.fromiter(map(self._index.get, stream_ids, repeat(-1)), dtype=np.int64, count=len(stream_ids))
         missing = np.flatnonzero(rows < 0)
         new_rows: list[int] = []
         for i in missing:
