@@ -23,7 +23,7 @@ touches every stream at most once.
 >>> from streamrnn.records import ObservationBatch
 >>> p = Pipeline.build(PipelineConfig())
 >>> result = p.step(ObservationBatch.from_rows([("s1", 0.0, 1.0), ("s1", 60.0, 1.5), ("s2", 0.0, 3.0)]))
->>> len(result.scores), result.scores.warming_up.all()
+>>> len(result.scores), bool(result.scores.warming_up.all())
 (3, True)
 """
 
@@ -133,7 +133,10 @@ class Pipeline:
         self.table = StreamTable(cap)
         self.normalizer = Normalizer(n_values, config.normalizer_half_life, config.normalizer_warmup, cap)
         self.stepper = ModelStepper(net, cap)
-        self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **dict(config.scoring_params))
+        # All scorers report on the same log-scaled tail (Numenta's transform), so `high`/`learn_below` mean the same
+        # thing whichever scorer is chosen; a config can still pass log_scale=false.
+        params = {"log_scale": True, **dict(config.scoring_params)}
+        self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **params)
         self.level_shift = LevelShiftDetector(config.level_shift_threshold, config.level_shift_delta, cap)
         self.flatline = FlatlineDetector(config.flatline_min_values, capacity=cap)
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)

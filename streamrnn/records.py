@@ -89,7 +89,7 @@ class ScoreBatch:
 class Event:
     """One transition of an anomaly event of one stream.
 
-    ``event_id`` is derived from stream, kind and start so that a replay or a restart that re-emits an event
+    ``event_id`` is derived from stream, detector channel and start so that a replay or a restart that re-emits an event
     produces the same id (consumers can de-duplicate).
     """
 

@@ -229,7 +229,7 @@ class EventDetector(RowStatefulMixin):
         # 2. Triggers of idle rows (including those that just closed) start a candidate event, unless cooling down.
         cand = np.flatnonzero((ph == IDLE) & tr)
         if cand.size:
-            ni = cand[t[cand] >= st["cool_until"][ra[cand]]]
+            ni = cand[~(t[cand] < st["cool_until"][ra[cand]])]  # written so that a NaN cooldown blocks nothing
             st["start"][ra[ni]] = t[ni]
             seen[ni] = 0
             ph[ni] = PENDING  # end / peak / kind / quiet are set by step 3 (a trigger is not quiet)
@@ -243,7 +243,7 @@ class EventDetector(RowStatefulMixin):
         grow = nq & (pending | cont)
         end = np.where(grow, t, end)
         peak = np.where(grow, np.fmax(peak, s), peak)
-        kd = np.where(grow, k, kd)
+        kd = np.where(grow, np.maximum(kd, k), kd)
         quiet = np.where(grow, 0, quiet + (cont & ~nq))
 
         # 4. Pending: a quiet value drops the candidate silently, the min_values-th non-quiet one opens it.

@@ -22,7 +22,8 @@ def make_net(seed: int = 0, cell: str = "gru", layers: int = 1) -> ForecastNet:
 
 
 def make_pipeline(net: ForecastNet | None = None, **overrides) -> Pipeline:
-    params = dict(features=FEATURES, scoring_method="gaussian", scoring_warmup=50, normalizer_warmup=10,
+    params = dict(features=FEATURES, scoring_method="gaussian", scoring_params={"log_scale": False},
+                  scoring_warmup=50, normalizer_warmup=10,
                   capacity=4, events=EventConfig(high=0.99, low=0.9, close_after=3))
     params.update(overrides)
     return Pipeline(PipelineConfig(**params), net or make_net(), "test")
