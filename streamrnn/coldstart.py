@@ -49,6 +49,7 @@ def network_config(settings: Any, features: FeatureBuilder) -> NetworkConfig:
         layer_norm=m.layer_norm,
         targets=tuple(settings.features.targets),
         horizon=m.horizon,
+        skip=m.skip,
     )
 
 

@@ -42,6 +42,7 @@ class ModelSettings(_Section):
     recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     layer_norm: bool = False
     horizon: int = Field(1, ge=1, le=1000, description="forecast this many values ahead")
+    skip: bool = Field(True, description="forecast = last value + learned correction (else the level itself)")
     path: Path | None = Field(
         None, description="model artifact directory (a version dir or a registry); empty: the shipped generic model"
     )

@@ -77,6 +77,9 @@ class NetworkConfig:
     layer_norm: bool = False
     targets: tuple[int, ...] = (0,)
     horizon: int = 1
+    # Forecast = the current value of each target + the head's output: the network learns a correction to the
+    # naive "same as last value" forecast instead of the level itself, which generalizes across streams.
+    skip: bool = True
 
     def __post_init__(self) -> None:
         # Normalize list → tuple so that configs read from JSON compare equal to constructed ones.
@@ -144,6 +147,7 @@ class ForecastNet(nn.Module):
         )
         self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(config.num_layers)) if config.layer_norm else None
         self.head = nn.Linear(h, config.n_targets)
+        self.register_buffer("_target_index", torch.tensor(config.targets, dtype=torch.long), persistent=False)
         self._k = 2 if config.cell == "lstm" else 1
 
     # -- state -----------------------------------------------------------------------------------------------
@@ -229,7 +233,10 @@ class ForecastNet(nn.Module):
         hs, cs = self._unpack(state)
         in_masks, rec_masks = self._sample_masks(x_t.shape[0], x_t)
         top, hs, cs = self._step(x_t, hs, cs, in_masks, rec_masks)
-        return F.linear(top, self.head.weight, self.head.bias), self._pack(hs, cs)
+        forecast = F.linear(top, self.head.weight, self.head.bias)
+        if self.config.skip:
+            forecast = forecast + x_t.index_select(1, self._target_index)
+        return forecast, self._pack(hs, cs)
 
     # -- whole sequences -------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None,
@@ -264,7 +271,10 @@ class ForecastNet(nn.Module):
                 out, hs, cs = self._step(x[:, t], hs, cs, in_masks, rec_masks)
                 outs.append(out)
             top = torch.stack(outs, dim=1)
-        return F.linear(top, self.head.weight, self.head.bias), self._pack(hs, cs)
+        forecast = F.linear(top, self.head.weight, self.head.bias)
+        if self.config.skip:
+            forecast = forecast + x.index_select(2, self._target_index)
+        return forecast, self._pack(hs, cs)
 
     def _forward_fused(self, x: torch.Tensor, hs: list, cs: list, in_masks: list | None):
         """Layer by layer over the whole sequence with torch's RNN kernels on the cells' own parameters."""

@@ -148,6 +148,24 @@ def _evaluate(model: ForecastNet, X: torch.Tensor, Y: torch.Tensor, M: torch.Ten
     return {"mse": float(sq.item()) / n, "mae": float(ab.item()) / n}
 
 
+def _impute_masked(x: np.ndarray, mask: np.ndarray | None, targets: Sequence[int]) -> np.ndarray:
+    """Masked (anomalous) target values are replaced by the last usable one in the *inputs* too: with only the loss
+    masked, an anomaly would still enter the model through its input (and through the skip connection) and the
+    model would learn to follow it."""
+    if mask is None:
+        return x
+    x = np.array(x, dtype=np.float32, copy=True)
+    flat = x.reshape(len(x), -1)
+    usable = np.asarray(mask, dtype=bool).reshape(len(x), -1).all(axis=1)
+    if usable.all() or not usable.any():
+        return x
+    last_good = np.maximum.accumulate(np.where(usable, np.arange(len(x)), -1))
+    fill = (~usable) & (last_good >= 0)
+    for t in targets:
+        flat[fill, t] = flat[last_good[fill], t]
+    return x
+
+
 def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config: TrainConfig | None = None,
           masks: Sequence[np.ndarray | None] | None = None, init: ForecastNet | None = None,
           log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
@@ -166,6 +184,8 @@ def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config:
     device = resolve_device(cfg.device)
     rng = np.random.default_rng(cfg.seed)
 
+    if masks is not None:
+        series = [_impute_masked(x, m, net_config.targets) for x, m in zip(series, masks)]
     sets = split_windows(series, cfg.window, cfg.horizon, cfg.stride, net_config.targets, cfg.val_fraction,
                          masks=masks, gap=cfg.gap)
     tr, va = _cap(_usable(sets["train"]), cfg.max_windows, rng), _cap(_usable(sets["val"]), cfg.max_windows, rng)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.training.trainer import TrainConfig, masked_mse, train
+from streamrnn.training.trainer import _impute_masked, TrainConfig, masked_mse, train
 from streamrnn.training.windows import split_windows
 
 T = np.arange(1200, dtype=np.float32)
@@ -93,10 +93,12 @@ def test_masked_targets_do_not_enter_training_loss_or_metrics():
     series = SINE.copy()
     mask = np.ones(len(series), dtype=bool)
     mask[::3] = False
-    series[~mask] = 1e3  # masked targets carry absurd values; only inputs still see them
+    series[~mask] = 1e3  # masked values are absurd: not in the loss, and replaced by the last usable value as inputs
     res = train([series], NetworkConfig(hidden_size=8), TrainConfig(max_epochs=1, **{**FAST, "lr": 0.0}),
                 masks=[mask])
-    sets = split_windows([series], 32, 1, 4, (0,), 0.2, masks=[mask])
+    imputed = _impute_masked(series, mask, (0,))
+    assert imputed[1:].max() < 2.0 and imputed[3] == series[2]  # row 0 has nothing before it
+    sets = split_windows([imputed], 32, 1, 4, (0,), 0.2, masks=[mask])
     with torch.inference_mode():
         for name, key in (("train", "train_loss"), ("val", "val_mse")):
             ws = sets[name]
