@@ -10,6 +10,7 @@ shift || true
 seeds=("${@:-0}")
 nab="${NAB_DIR:-$root/../shared/nab-dev}"
 export STREAMRNN_LOG__LEVEL=WARNING
+mkdir -p "$root/out/nab"
 for seed in "${seeds[@]}"; do
     out="$root/out/nab/$seed"
     rm -rf "$out"

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -29,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,11 +47,14 @@ NODE_ID = 1
 HOST = "127.0.0.1"
 # Users of the SASL_PLAINTEXT listener (same name/password for PLAIN and SCRAM-SHA-256). Test-only secrets.
 SASL_USERS = {"streamrnn": "streamrnn-secret", "admin": "admin-secret"}
-# The JVM flags of Kafka's kafka-run-class.sh, with a heap sized for a 2-core CI box.
+# The JVM flags of Kafka's kafka-run-class.sh, with a heap sized for a 2-core CI box, plus C1 only
+# (TieredStopAtLevel=1): it halves the broker's start-up CPU and, measured, costs the tests and the demo nothing (the
+# broker's share of a kafka-python produce/consume run is small). STREAMRNN_KAFKA_JVM_OPTS is appended last, so
+# `-XX:TieredStopAtLevel=4` brings C2 back and `-Xmx1g` wins.
 JVM_FLAGS = [
     "-Xms256m", "-Xmx512m", "-server", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15",
-    "-Djava.awt.headless=true",
+    "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
 ]
 SETTINGS_FILE = "kafka-local.json"
 
@@ -79,8 +84,15 @@ def cache_root() -> Path:
     return Path(base) / "streamrnn"
 
 
-def find_java() -> str:
-    """Path of a java >= 17 (JAVA_HOME first, then PATH); KafkaLocalError(code 2) otherwise."""
+@dataclass(frozen=True)
+class Java:
+    path: str
+    major: int
+    version_text: str  # `java -version` output: part of the class-data archive's key
+
+
+def find_java() -> Java:
+    """A java >= 17 (JAVA_HOME first, then PATH); KafkaLocalError(code 2) otherwise."""
     java_home = os.environ.get("JAVA_HOME")
     java = None
     if java_home and (Path(java_home) / "bin" / "java").is_file():
@@ -93,17 +105,17 @@ def find_java() -> str:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KafkaLocalError(f"cannot run {java} -version: {exc}", 2) from exc
-    text = out.stderr + out.stdout
+    text = (out.stderr + out.stdout).strip()
     match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
     if not match:
-        raise KafkaLocalError(f"cannot read the Java version from `{java} -version`:\n{text.strip()}", 2)
+        raise KafkaLocalError(f"cannot read the Java version from `{java} -version`:\n{text}", 2)
     major = int(match.group(1))
     if major == 1 and match.group(2):  # "1.8.0_392" style
         major = int(match.group(2))
     if major < MIN_JAVA:
         raise KafkaLocalError(f"{java} is Java {major}; Apache Kafka 4.x needs Java >= {MIN_JAVA} "
                               "(set JAVA_HOME to a newer one)", 2)
-    return java
+    return Java(path=java, major=major, version_text=text)
 
 
 def version_dir(version: str) -> Path:
@@ -216,23 +228,45 @@ def random_cluster_id() -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    # Hold all sockets until every port is chosen so the ports differ from one another.
+    """`count` distinct free loopback ports, chosen below the kernel's ephemeral range when it leaves room.
+
+    A port from the ephemeral range (what binding port 0 gives) can be handed to a client's outgoing connection
+    while the broker is stopped, and a client that keeps reconnecting to 127.0.0.1:P can even get local port P
+    and connect to itself (TCP simultaneous open): either way the restart would find its port taken.
+    """
+    lo, _ = ephemeral_range()
+    rng = random.SystemRandom()
+    chosen: list[int] = []
+    for _ in range(200):
+        if len(chosen) == count or lo <= 10_000:
+            break
+        port = rng.randrange(10_000, lo)
+        if port not in chosen and port_is_free(port, reuse=False):
+            chosen.append(port)
     sockets = []
-    try:
-        for _ in range(count):
+    try:  # fallback: let the kernel pick (hold all sockets so the ports differ)
+        while len(chosen) + len(sockets) < count:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.bind((HOST, 0))
             sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
+        return chosen + [s.getsockname()[1] for s in sockets]
     finally:
         for sock in sockets:
             sock.close()
 
 
-def port_is_free(port: int) -> bool:
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49152, 65535  # the IANA range, which macOS uses
+
+
+def port_is_free(port: int, reuse: bool = True) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Like the JVM's server sockets: a port only in TIME_WAIT after a stop counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:  # like the JVM's server sockets: a port only in TIME_WAIT after a stop counts as free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -324,16 +358,28 @@ def server_properties(directory: Path, s: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def java_command(java: str, libs: Path, directory: Path, main: list[str], console: bool = False) -> list[str]:
-    flags = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={directory / 'logs'}"]
-    if console:
-        flags.append("-Dkafka.local.console=INFO")
-    # Extra JVM flags from the environment come last, so e.g. STREAMRNN_KAFKA_JVM_OPTS=-Xmx1g wins.
-    extra = os.environ.get("STREAMRNN_KAFKA_JVM_OPTS", "").split()
-    return [java, *JVM_FLAGS, *flags, *extra, "-cp", f"{libs}/*", *main]
+@dataclass(frozen=True)
+class Runtime:
+    """What launching a JVM needs: the java, the jars and (when built) the class-data archive."""
+
+    java: Java
+    libs: Path
+    archive: Path | None = None
+
+    def command(self, directory: Path, main: list[str], console: bool = False,
+                dump_archive: Path | None = None) -> list[str]:
+        flags = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", f"-Dkafka.logs.dir={directory / 'logs'}"]
+        if console:
+            flags.append("-Dkafka.local.console=INFO")
+        if dump_archive:
+            flags.append(f"-XX:ArchiveClassesAtExit={dump_archive}")
+        elif self.archive:
+            flags.append(f"-XX:SharedArchiveFile={self.archive}")
+        extra = os.environ.get("STREAMRNN_KAFKA_JVM_OPTS", "").split()
+        return [self.java.path, *JVM_FLAGS, *flags, *extra, "-cp", f"{self.libs}/*", *main]
 
 
-def format_storage(java: str, libs: Path, directory: Path, s: Settings) -> None:
+def format_storage(rt: Runtime, directory: Path, s: Settings) -> None:
     """Format DIR/data once; a directory formatted before (a restart) is left alone."""
     if (directory / "data" / "meta.properties").exists():
         return
@@ -342,7 +388,7 @@ def format_storage(java: str, libs: Path, directory: Path, s: Settings) -> None:
     if s.sasl_port:
         for name, password in SASL_USERS.items():
             args += ["--add-scram", f"SCRAM-SHA-256=[name={name},password={password}]"]
-    cmd = java_command(java, libs, directory, [STORAGE_TOOL, *args])
+    cmd = rt.command(directory, [STORAGE_TOOL, *args])
     result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         raise KafkaLocalError(f"formatting {directory / 'data'} failed (exit {result.returncode}):\n"
@@ -496,48 +542,43 @@ def probe(port: int, timeout: float = 3.0, metadata: bool = True) -> str | None:
 # Commands
 
 
-def prepare(directory: Path, version: str, port: int | None, sasl: bool) -> tuple[str, Path, Settings]:
+def prepare(directory: Path, version: str, port: int | None, sasl: bool) -> tuple[Runtime, Settings]:
+    """Everything before launching the broker of DIR: jars, class-data archive, settings, config, storage."""
     java = find_java()
     libs = fetch(version)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "logs").mkdir(exist_ok=True)
+    rt = Runtime(java, libs, ensure_archive(java, libs, version))
     running = broker_pid(directory)
     if running:
         raise KafkaLocalError(f"a broker is already running from {directory} (pid {running}); "
                               f"`kafka-local stop --dir {directory}` first")
+    return rt, setup_directory(rt, directory, version, port, sasl)
+
+
+def setup_directory(rt: Runtime, directory: Path, version: str, port: int | None, sasl: bool) -> Settings:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "logs").mkdir(exist_ok=True)
     settings = resolve_settings(directory, version, port, sasl)
     for p in (settings.port, settings.controller_port, settings.sasl_port):
         if p and not port_is_free(p):
             raise KafkaLocalError(f"port {p} on {HOST} is in use (by another broker or program)")
     (directory / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1) + "\n")
     (directory / "server.properties").write_text(server_properties(directory, settings))
-    format_storage(java, libs, directory, settings)
-    return java, libs, settings
+    format_storage(rt, directory, settings)
+    return settings
 
 
-def cmd_fetch(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    libs = fetch(args.kafka_version)
-    log(f"{len(list(libs.glob('*.jar')))} jars ready in {libs} ({time.monotonic() - started:.1f} s)")
-    print(libs)
-    return 0
-
-
-def cmd_start(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    directory = Path(args.dir).resolve()
-    java, libs, settings = prepare(directory, args.kafka_version, args.port, args.sasl)
-    cmd = java_command(java, libs, directory, [MAIN_CLASS, str(directory / "server.properties")])
+def launch(rt: Runtime, directory: Path, settings: Settings, timeout: float,
+           dump_archive: Path | None = None) -> subprocess.Popen:
+    """Start the broker of DIR detached and return once it answers; on any failure it is stopped again."""
+    cmd = rt.command(directory, [MAIN_CLASS, str(directory / "server.properties")], dump_archive=dump_archive)
     with open(directory / "logs" / "kafka.out", "ab") as out:
         # Own session: no controlling terminal, and Ctrl-C or the end of the calling shell/pytest does not reach
         # it. stdout/stderr go to a file so the caller's pipes close when this script exits.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=directory, start_new_session=True, close_fds=True)
     (directory / "broker.pid").write_text(f"{proc.pid}\n")
-    for name in ("bootstrap", "bootstrap_sasl"):
-        (directory / name).unlink(missing_ok=True)
     try:
-        wait_ready(proc, settings, args.timeout, directory)
+        wait_ready(proc, settings, timeout, directory)
     except BaseException:  # timeout, early exit, Ctrl-C: never leave a half-started broker behind
         if proc.poll() is None:
             proc.terminate()
@@ -548,6 +589,94 @@ def cmd_start(args: argparse.Namespace) -> int:
                 proc.wait()
         (directory / "broker.pid").unlink(missing_ok=True)
         raise
+    return proc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Class-data archive (AppCDS): the JVM maps the broker's ~10k already parsed and verified classes from one file
+# instead of loading them from 46 jars, which halves the start-up time and CPU. JDK 17 can only write a dynamic
+# archive when a JVM exits (-XX:ArchiveClassesAtExit), so one training broker is started and stopped once per
+# Java build and Kafka version. A JVM that finds the archive unusable (another Java, other flags) warns in
+# logs/kafka.out and starts normally. STREAMRNN_KAFKA_CDS=0 turns it off.
+
+ARCHIVE_RETRY_S = 24 * 3600
+
+
+def archive_path(java: Java, libs: Path, version: str) -> Path:
+    parts = [os.path.realpath(java.path), java.version_text, *JVM_FLAGS, *sorted(p.name for p in libs.glob("*.jar"))]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+    return version_dir(version) / "cds" / f"broker-{key}.jsa"
+
+
+def ensure_archive(java: Java, libs: Path, version: str) -> Path | None:
+    """The class-data archive for this java, jars and flags, built once; None if disabled or it cannot be built."""
+    if os.environ.get("STREAMRNN_KAFKA_CDS", "1") == "0":
+        return None
+    path = archive_path(java, libs, version)
+    failed = path.with_suffix(".failed")
+
+    def usable() -> Path | None | bool:
+        if path.exists():
+            return path
+        with contextlib.suppress(OSError):  # a failure is retried a day later, not at every start
+            if time.time() - failed.stat().st_mtime < ARCHIVE_RETRY_S:
+                return None
+        return False
+
+    if (found := usable()) is not False:
+        return found
+    with file_lock(path.parent / ".lock"):
+        if (found := usable()) is not False:
+            return found
+        started = time.monotonic()
+        log("building the JVM class-data archive (once per Java and Kafka version; about halves each broker start)")
+        train = Path(tempfile.mkdtemp(prefix="train-", dir=path.parent))
+        tmp = path.parent / f"{path.stem}.tmp-{os.getpid()}.jsa"
+        proc = None
+        try:
+            rt = Runtime(java, libs)
+            settings = setup_directory(rt, train, version, None, sasl=False)
+            proc = launch(rt, train, settings, 120, dump_archive=tmp)
+            proc.terminate()  # the JVM writes the archive while it exits
+            proc.wait(120)
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                raise KafkaLocalError(f"the JVM wrote no archive\n{log_tail(train, 10)}")
+            tmp.rename(path)
+            failed.unlink(missing_ok=True)
+        except (KafkaLocalError, OSError, subprocess.SubprocessError) as exc:
+            log(f"warning: no class-data archive, brokers start without one (retried in a day): {exc}")
+            failed.write_text(f"{exc}\n")
+            return None
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(train, ignore_errors=True)
+            tmp.unlink(missing_ok=True)
+        log(f"class-data archive built in {time.monotonic() - started:.1f} s: {path}")
+        return path
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    libs = fetch(args.kafka_version)
+    log(f"{len(list(libs.glob('*.jar')))} jars ready in {libs} ({time.monotonic() - started:.1f} s)")
+    if not args.no_archive:
+        java = find_java()
+        archive = ensure_archive(java, libs, args.kafka_version)
+        if archive:
+            log(f"class-data archive ready: {archive}")
+    print(libs)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    directory = Path(args.dir).resolve()
+    rt, settings = prepare(directory, args.kafka_version, args.port, args.sasl)
+    for name in ("bootstrap", "bootstrap_sasl"):
+        (directory / name).unlink(missing_ok=True)
+    proc = launch(rt, directory, settings, args.timeout)
     (directory / "bootstrap").write_text(settings.bootstrap + "\n")
     if settings.sasl_bootstrap:
         (directory / "bootstrap_sasl").write_text(settings.sasl_bootstrap + "\n")
@@ -624,14 +753,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     directory = Path(args.dir).resolve()
-    java, libs, settings = prepare(directory, args.kafka_version, args.port, args.sasl)
+    rt, settings = prepare(directory, args.kafka_version, args.port, args.sasl)
     (directory / "broker.pid").write_text(f"{os.getpid()}\n")  # exec keeps the pid
     sasl = f", SASL_PLAINTEXT on {settings.sasl_bootstrap}" if settings.sasl_bootstrap else ""
     log(f"running Apache Kafka {settings.version} in the foreground on {settings.bootstrap}{sasl} (Ctrl-C stops)")
-    cmd = java_command(java, libs, directory, [MAIN_CLASS, str(directory / "server.properties")], console=True)
+    cmd = rt.command(directory, [MAIN_CLASS, str(directory / "server.properties")], console=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(java, cmd)
+    os.execv(rt.java.path, cmd)
     return 0  # not reached
 
 
@@ -661,8 +790,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kafka-local", description="Single-node Apache Kafka (KRaft) broker from Maven Central jars.")
     parser.add_argument("--kafka-version", default=os.environ.get("STREAMRNN_KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
                         help="Apache Kafka version (default %(default)s; env STREAMRNN_KAFKA_VERSION)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("fetch", help="fetch the broker jars into the cache (once) and print their directory")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,start,stop,status,run}")
+    fetch_cmd = sub.add_parser("fetch", help="fetch the broker jars into the cache (once), build the class-data "
+                               "archive (once per Java), print the jars' directory")
+    fetch_cmd.add_argument("--no-archive", action="store_true", help="only the jars")
     for name, text in (("start", "start a broker in the background and wait until it is ready"),
                        ("run", "run a broker in the foreground (logs on the console)")):
         cmd = sub.add_parser(name, help=text)

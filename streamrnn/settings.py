@@ -136,7 +136,7 @@ class ColdStartSettings(_Section):
     """How a stream with no trained model gets one (see README, 'Cold start')."""
 
     policy: Literal["generic", "own_history"] = Field(
-        "generic",
+        "own_history",
         description="generic: the shipped model; own_history: the generic model, then one trained on the "
         "streams' own history once enough has arrived",
     )

@@ -80,8 +80,9 @@ def test_batch_size_does_not_change_results():
     # Several values of a stream per batch (sub-steps) in a batch of everything:
     whole = feed(make_pipeline(), data, batch_size=10_000)
     for s in data:
-        np.testing.assert_allclose(batched[0][s], one_at_a_time[0][s], atol=1e-9)
-        np.testing.assert_allclose(whole[0][s], one_at_a_time[0][s], atol=1e-9)
+        # float32 GEMMs of different batch shapes round differently: equal up to float32 noise
+        np.testing.assert_allclose(batched[0][s], one_at_a_time[0][s], atol=1e-6)
+        np.testing.assert_allclose(whole[0][s], one_at_a_time[0][s], atol=1e-6)
         np.testing.assert_allclose(whole[1][s], one_at_a_time[1][s], atol=1e-6, equal_nan=True)
     assert [e.to_dict() for e in whole[2]] == [e.to_dict() for e in one_at_a_time[2]]
 
