@@ -8,6 +8,7 @@ import json
 import math
 import random
 import time
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from streamrnn.evaluate import (
 
 STANDARD, LOW_FP, LOW_FN = PROFILES
 T0 = 1396310400.0  # 2014-04-01 00:00:00 UTC
-NAB_DEV = Path("/work/shared/nab-dev")
+# The labeled subset lives in shared/ beside the checkout (also in CI); NAB_DIR points elsewhere.
+NAB_DEV = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[3] / "shared" / "nab-dev"))
 
 
 def sig(x: float) -> float:
