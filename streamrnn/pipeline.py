@@ -322,7 +322,8 @@ class Pipeline:
         signed = (x[:, self._targets] - predicted) / target_scale
         residual = np.sqrt(np.mean(signed * signed, axis=1))
         score = self.scorer.score_many(rows, residual)
-        warming = self.scorer.warming_up(rows) | self.normalizer.warming_up(rows) | np.isnan(residual)
+        normalizer_warming = self.normalizer.warming_up(rows)
+        warming = self.scorer.warming_up(rows) | normalizer_warming | np.isnan(residual)
         score = np.where(warming | np.isnan(score), 0.0, score)
 
         # 3. learn from normal values only (or from a persistent new normal) ------------------------------------
@@ -354,7 +355,7 @@ class Pipeline:
         bias = np.where(warming, np.nan, np.mean(signed, axis=1))
         shifted = self.level_shift.update(rows, bias)
         flat_score = self.flatline.update(rows, x[:, self._targets[0]])
-        flat_score = np.where(self.normalizer.warming_up(rows), 0.0, flat_score)
+        flat_score = np.where(normalizer_warming, 0.0, flat_score)
         self.history.append(rows, ts, x, excluded)
         self.table.advance(rows, ts, learn_interval=~gap)
 
@@ -437,9 +438,7 @@ class Pipeline:
         rows = self.table.idle_rows(now, self.config.idle_ttl_s)
         if len(rows) == 0:
             return [], []
-        ids = np.array([self.table.stream_of(int(r)) for r in rows], dtype=object)
-        last = self.table.state["last_ts"][rows]
-        events = self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
+        ids, events = self._force_close(rows)
         self.table.release(rows)
         self._reset_rows(rows)
         return list(ids), events
@@ -449,9 +448,13 @@ class Pipeline:
         rows = np.array(sorted(r for _s, r in self.table.streams()), dtype=np.int64)
         if len(rows) == 0:
             return []
+        return self._force_close(rows)[1]
+
+    def _force_close(self, rows: np.ndarray) -> tuple[np.ndarray, list[Event]]:
+        """Close the open events of ``rows`` at each stream's last value; returns the stream ids and the events."""
         ids = np.array([self.table.stream_of(int(r)) for r in rows], dtype=object)
         last = self.table.state["last_ts"][rows]
-        return self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
+        return ids, self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
 
     def snapshot(self, streams: list[str] | None = None) -> dict[str, Any]:
         """The complete state of the given streams (all when None) as plain arrays; see :meth:`restore`."""

@@ -30,6 +30,13 @@ import numpy as np
 ArraySpec = Mapping[str, tuple[tuple[int, ...], str, Any]]
 
 
+def grown_capacity(capacity: int, n_rows: int) -> int:
+    """The capacity after growing ``capacity`` by doubling until ``n_rows`` fit (shared by every row store)."""
+    while capacity < n_rows:
+        capacity *= 2
+    return capacity
+
+
 class RowArrays:
     """A set of named arrays sharing a leading row axis, grown geometrically.
 
@@ -60,9 +67,7 @@ class RowArrays:
     def ensure_capacity(self, n_rows: int) -> None:
         if n_rows <= self.capacity:
             return
-        new_capacity = self.capacity
-        while new_capacity < n_rows:
-            new_capacity *= 2
+        new_capacity = grown_capacity(self.capacity, n_rows)
         for name, (shape, dtype, fill) in self._spec.items():
             grown = np.full((new_capacity, *shape), fill, dtype=dtype)
             grown[: self.capacity] = self._arrays[name]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from streamrnn.model.network import ForecastNet
+from streamrnn.rowstate import grown_capacity
 
 
 class ModelStepper:
@@ -41,9 +42,7 @@ class ModelStepper:
     def ensure_capacity(self, n_rows: int) -> None:
         if n_rows <= self.capacity:
             return
-        new_capacity = self.capacity
-        while new_capacity < n_rows:
-            new_capacity *= 2
+        new_capacity = grown_capacity(self.capacity, n_rows)
         grown = self.net.initial_state(new_capacity).to("cpu")
         grown[: self.capacity] = self.state
         self.state = grown

@@ -162,15 +162,10 @@ def test_long_gap_resets_hidden_state_and_emits_gap_event():
     assert [(e.kind, e.action) for e in r1.events] == [("gap", "open"), ("gap", "close")]
     assert r1.events[0].start == t[-1] and r1.events[0].end == t[-1] + 360.0
     state_after_short_gap = p.stepper.state[row].clone()
-    # 20 intervals: the hidden state is reset, so it equals one fresh step of a new stream from zero state.
+    # 20 intervals: the hidden state is reset, so it no longer carries the old history.
     last = t[-1] + 6 * 60.0
     r2 = p.step(ObservationBatch.from_rows([("a", last + 20 * 60.0, 0.25)]))
     assert np.isnan(r2.scores.forecast[0])  # the pending forecast was dropped with the state
-    x = FEATURES.build(p.normalizer.transform(np.array([row]), np.array([[0.25]])), np.array([last + 1200.0]))
-    fresh = ModelStepper(p.stepper.net, 1)
-    fresh.step(np.array([0]), x)
-    # normalizer learned the value after transform; recompute with state before learning is not possible here,
-    # so compare with tolerance on the structure: the state no longer carries the old history.
     assert not torch.allclose(p.stepper.state[row], state_after_short_gap)
     assert r2.events and r2.events[0].kind == "gap"
 
