@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser(
+        "run", help="the daemon: consume sensor records from Kafka, score them, publish scores and events",
+        description="Joins the consumer group kafka.group_id on kafka.input_topics; publishes events, scores and "
+        "dead letters to the configured topics; snapshots per-partition state (checkpoint.*); serves /metrics, "
+        "/healthz and /readyz on daemon.http_port. SIGTERM/SIGINT: finish the batch, flush, snapshot, commit, exit 0.",
+    )
+    _add_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
         "replay", help="push CSV files through the detection pipeline, online, and write scores and events",
         description="Replay NAB-style (timestamp,value) or long-format (stream,timestamp,value[,...]) CSV files. "
         "Writes <out>/<file>.csv (timestamp,value,anomaly_score,label) and <out>/<file>.events.jsonl per input file.",
@@ -72,14 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the model card as JSON")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("simulate", help="generate synthetic sensor streams with injected, labeled anomalies")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p = sub.add_parser(
+        "simulate", help="generate synthetic sensor streams with injected, labeled anomalies",
+        description="Write the streams as CSV files or, with --kafka, produce them to the input topic (JSON records "
+        "keyed by stream id, in timestamp order); the ground truth goes to the output directory either way.",
+    )
+    _add_config(p)
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output directory (data files; windows.json and anomalies.json)")
     p.add_argument("--streams", type=int, default=10)
     p.add_argument("--length", type=int, default=4000, help="values per stream")
     p.add_argument("--interval", type=float, default=300.0, help="seconds between values")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=("long", "nab"), default="nab",
                    help="nab: one timestamp,value CSV per stream + windows.json; long: one stream,timestamp,value CSV")
+    p.add_argument("--kafka", action="store_true",
+                   help="produce to Kafka (settings.kafka, see -c) instead of writing data files")
+    p.add_argument("--topic", default=None, help="with --kafka: the topic (default: the first of kafka.input_topics)")
+    p.add_argument("--rate", type=float, default=0.0, metavar="VALUES_PER_S",
+                   help="with --kafka: values per second across all streams (default 0: as fast as possible)")
+    p.add_argument("--realtime-start", action="store_true",
+                   help="with --kafka: shift event time (and the truth) so that the first value is now")
+    p.add_argument("--bad-every", type=int, default=0, metavar="N",
+                   help="with --kafka: after every N values, also produce one malformed record (dead-letter path)")
+    p.add_argument("--bootstrap-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="with --kafka: fail when no broker answers within this (default 10)")
     p.set_defaults(func=cmd_simulate)
     return parser
 
@@ -99,12 +125,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _build_pipeline(settings: Settings):
-    from streamrnn.coldstart import load_model
-    from streamrnn.pipeline import Pipeline, PipelineConfig
+    from streamrnn.coldstart import build_pipeline
 
-    config = PipelineConfig.from_settings(settings)
-    net, version = load_model(settings.model.path, config.features, config.targets, config.horizon)
-    return Pipeline(config, net, version)
+    return build_pipeline(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from streamrnn.app import serve
+
+    return serve(settings)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -208,10 +238,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from streamrnn.simulate import SimulationConfig, generate, iter_observations, write_long_csv, write_nab_csvs, \
         write_truth
 
+    kafka_only = {"--topic": args.topic is not None, "--rate": args.rate != 0.0,
+                  "--realtime-start": args.realtime_start, "--bad-every": args.bad_every != 0,
+                  "--bootstrap-timeout": args.bootstrap_timeout != 10.0}
+    if not args.kafka and any(kafka_only.values()):
+        raise ConfigError(f"simulate: {', '.join(k for k, v in kafka_only.items() if v)} need --kafka")
+    if args.rate < 0 or args.bad_every < 0 or args.bootstrap_timeout <= 0:
+        raise ConfigError("simulate: --rate and --bad-every must be >= 0, --bootstrap-timeout > 0")
+    settings = _settings(args) if args.kafka else None
     sim = generate(SimulationConfig(n_streams=args.streams, length=args.length, interval_s=args.interval,
                                     seed=args.seed))
     args.output.mkdir(parents=True, exist_ok=True)
-    if args.format == "nab":
+    if settings is not None:
+        from streamrnn.connectors.kafka_producer_sim import ProduceError, produce_simulation
+
+        truth: list[Path] = []
+        try:
+            report = produce_simulation(
+                sim, settings.kafka, settings.input, args.topic or settings.kafka.input_topics[0], rate=args.rate,
+                realtime=args.realtime_start, bad_every=args.bad_every, bootstrap_timeout_s=args.bootstrap_timeout,
+                on_start=lambda produced: truth.extend(write_truth(args.output, produced)),  # truth as produced
+            )
+        except ProduceError as error:
+            print(f"streamrnn: simulate: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        log.info("simulate done", extra={"fields": report.to_dict()})
+        print(f"{report.summary()}; truth in {truth[0]} and {truth[1]}")
+    elif args.format == "nab":
         paths = write_nab_csvs(args.output / "data", sim, windows_path=args.output / "windows.json")
         print(f"wrote {len(paths)} series to {args.output / 'data'} and windows to {args.output / 'windows.json'}")
     else:

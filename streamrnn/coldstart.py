@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from streamrnn.features import FeatureBuilder
 from streamrnn.model.artifact import ArtifactError, latest_artifact, load_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.model.persistence import persistence_net
+
+if TYPE_CHECKING:
+    from streamrnn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,15 @@ def network_config(settings: Any, features: FeatureBuilder) -> NetworkConfig:
         horizon=m.horizon,
         skip=m.skip,
     )
+
+
+def build_pipeline(settings: Any) -> "Pipeline":
+    """The configured pipeline with its starting model (see :func:`load_model`)."""
+    from streamrnn.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig.from_settings(settings)
+    net, version = load_model(settings.model.path, config.features, config.targets, config.horizon)
+    return Pipeline(config, net, version)
 
 
 def _fits(net: ForecastNet, features: FeatureBuilder, targets: tuple[int, ...], horizon: int) -> bool:

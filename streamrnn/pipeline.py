@@ -443,6 +443,15 @@ class Pipeline:
         self._reset_rows(rows)
         return list(ids), events
 
+    def drop(self, streams: list[str]) -> None:
+        """Forget these streams without closing their events: their state moved elsewhere (a revoked partition,
+        whose snapshot the next owner restores). Unknown ids are ignored."""
+        rows = np.array([r for r in map(self.table.row_of, streams) if r is not None], dtype=np.int64)
+        if len(rows) == 0:
+            return
+        self.table.release(rows)
+        self._reset_rows(rows)
+
     def close_all(self) -> list[Event]:
         """Close every open event (end of a replay)."""
         rows = np.array(sorted(r for _s, r in self.table.streams()), dtype=np.int64)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 ENV_PREFIX = "STREAMRNN_"
@@ -148,6 +148,102 @@ class ReplaySettings(_Section):
     batch_size: int = Field(4096, ge=1, description="values per micro-batch")
 
 
+class InputSettings(_Section):
+    """How an input record (a JSON object) is decoded; see streamrnn.connectors.codec."""
+
+    stream_field: str = Field("stream", min_length=1, description="stream id field; when absent, the record key is used")
+    ts_field: str = Field("ts", min_length=1, description="timestamp field; when absent, the record's Kafka timestamp")
+    ts_unit: Literal["s", "ms", "us", "ns"] = Field("s", description="unit of numeric timestamps (ISO 8601 strings too)")
+    value_field: str = Field("value", min_length=1, description="a single number (when n_values is 1)")
+    values_field: str = Field("values", min_length=1, description="a list of numbers, or a map of named numbers")
+    value_names: list[str] = Field(
+        default_factory=list, description="order of the named values when values_field holds a map (n_values names)"
+    )
+    extra_fields: Literal["reject", "ignore"] = Field(
+        "reject", description="reject: a record with a field not named above goes to the dead-letter topic"
+    )
+    max_record_bytes: int = Field(65536, ge=64, description="larger records are dead-lettered unread")
+
+
+class KafkaSettings(_Section):
+    """Connection, topics and client behaviour of `streamrnn run` and `streamrnn simulate --kafka`."""
+
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    client_id: str = "streamrnn"
+    group_id: str = Field("streamrnn", min_length=1, description="consumer group shared by all instances")
+    input_topics: list[str] = Field(default_factory=lambda: ["sensors"], min_length=1)
+    events_topic: str = Field("streamrnn.events", min_length=1)
+    scores_topic: str = Field("streamrnn.scores", min_length=1)
+    dead_letter_topic: str = Field("streamrnn.dead-letter", min_length=1)
+    scores: Literal["off", "all", "above"] = Field(
+        "above", description="publish per-value scores: off, all, or only those at or above scores_min"
+    )
+    scores_min: float = Field(0.5, ge=0, le=1)
+    create_topics: bool = Field(True, description="create missing output/changelog topics at start")
+    topic_partitions: int = Field(1, ge=1, description="partitions of topics created by streamrnn")
+    topic_replication: int = Field(1, ge=1, description="replication factor of topics created by streamrnn")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a partition with no snapshot and no committed offset starts"
+    )
+    poll_max_records: int = Field(4096, ge=1, description="records per poll, i.e. per pipeline step")
+    poll_timeout_ms: int = Field(200, ge=0)
+    commit_interval_s: float = Field(1.0, ge=0, description="commit acknowledged offsets at most this often")
+    session_timeout_ms: int = Field(10000, ge=1000)
+    max_poll_interval_ms: int = Field(300000, ge=1000)
+    request_timeout_ms: int = Field(30000, ge=1000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(None, description="prefer STREAMRNN_KAFKA__SASL_PASSWORD or _file")
+    sasl_password_file: Path | None = Field(None, description="read the SASL password from this file")
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> "KafkaSettings":
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl:
+            if self.sasl_mechanism is None:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+            if not self.sasl_username:
+                raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("SASL needs sasl_password (or STREAMRNN_KAFKA__SASL_PASSWORD) or sasl_password_file")
+        for name in ("sasl_password_file", "ssl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file not found: {path}")
+        outputs = {self.events_topic, self.scores_topic, self.dead_letter_topic}
+        clash = outputs & set(self.input_topics)
+        if clash:
+            raise ValueError(f"topics {sorted(clash)} are both input and output")
+        return self
+
+
+class CheckpointSettings(_Section):
+    """Per-partition snapshots of the streams' state with the next input offset; see streamrnn.state.checkpoint."""
+
+    store: Literal["directory", "kafka"] = Field(
+        "directory", description="directory: a local path (one instance); kafka: a compacted changelog topic"
+    )
+    directory: Path = Field(Path("state"), description="where the directory store keeps its files")
+    changelog_topic: str = Field("streamrnn.changelog", min_length=1)
+    interval_s: float = Field(60.0, gt=0, description="snapshot every assigned partition this often")
+    chunk_bytes: int = Field(512 * 1024, ge=1024, le=8 * 1024 * 1024, description="changelog message size")
+
+
+class DaemonSettings(_Section):
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: finish, flush, snapshot, commit within this")
+    http_host: str = Field("0.0.0.0", description="address of the /metrics, /healthz, /readyz server")
+    http_port: int = Field(9400, ge=0, le=65535, description="0: any free port (logged)")
+    evict_every_s: float = Field(60.0, gt=0, description="look for idle streams this often (wall clock)")
+    torch_threads: int = Field(1, ge=1, description="threads for the model step (1 leaves a core for Kafka I/O)")
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -169,6 +265,10 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     coldstart: ColdStartSettings = ColdStartSettings()
     replay: ReplaySettings = ReplaySettings()
+    input: InputSettings = InputSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -176,6 +276,11 @@ class Settings(BaseSettings):
         if self.training.horizon != self.model.horizon:
             raise ValueError(
                 f"training.horizon ({self.training.horizon}) must equal model.horizon ({self.model.horizon})"
+            )
+        n = self.features.n_values
+        if self.input.value_names and len(self.input.value_names) != n:
+            raise ValueError(
+                f"input.value_names names {len(self.input.value_names)} values but features.n_values is {n}"
             )
         return self
 
@@ -297,9 +402,21 @@ def settings_as_toml(settings: Settings) -> str:
             if value is None:
                 lines.append(f"# {key} is unset")
                 continue
+            if isinstance(getattr(getattr(settings, section), key), SecretStr):
+                lines.append(f"# {key} is set (hidden)")  # secrets are never printed
+                continue
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def read_secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """A secret given inline (env/config) or in a file (trailing newline stripped); None when neither is set."""
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        return Path(path).read_text().rstrip("\r\n")
+    return None
 
 
 def _toml_value(value: Any) -> str:

@@ -1,0 +1,602 @@
+"""The long-running daemon (``streamrnn run``): Kafka in, the pipeline, Kafka out, offsets and state checkpoints.
+
+One thread does all the work, in this order, forever::
+
+    poll (a batch of records from the assigned partitions)
+      → decode (JSON → columns; bad records → dead-letter list)
+      → Pipeline.step (score every value, events)
+      → publish (events, scores, dead letters; the producer acknowledges asynchronously)
+      → commit (offsets whose outputs are all acknowledged, every commit_interval_s)
+      → snapshot (every checkpoint.interval_s: flush, then each partition's streams + next offset, durably)
+
+Delivery: at least once. An offset is committed only after everything produced for the records before it is
+acknowledged; a snapshot is written only after a flush, so a snapshot's offset never runs ahead of its outputs. On
+a restart or a new assignment a partition restores its snapshot and seeks to the snapshot's offset: the records after
+it are scored again with the same state, so outputs may repeat (events carry stable ids) but none is lost and the
+state does not count a value twice. A produce that the broker never acknowledges rewinds every partition to its
+snapshot the same way.
+
+Rebalancing (kafka-python 3 runs rebalance callbacks on its I/O thread while ``poll`` blocks this thread, so they
+never race with a batch): on revoke, the batch is already finished; flush, snapshot the revoked partitions, drop
+their streams, commit. On assign, the partitions are paused; after ``poll`` returns, this thread loads their
+snapshots, restores and seeks, writes an initial snapshot for a partition that had none, and resumes them.
+
+Each stream's state belongs to the partition its records arrive on (streams must be keyed by stream id, so one
+stream lives in one partition); a snapshot of a partition holds exactly its streams.
+
+Owns: the loop, offsets, ownership of streams by partition, the revoke/assign/shutdown sequences. Decoding is
+:mod:`streamrnn.connectors.codec`, storage :mod:`streamrnn.state.checkpoint`, detection
+:class:`streamrnn.pipeline.Pipeline`; clients are built by :func:`build_daemon` and passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from streamrnn.connectors.codec import RecordDecoder, dead_letter_headers, encode_event, encode_scores
+from streamrnn.metrics import DaemonMetrics
+from streamrnn.pipeline import Pipeline
+from streamrnn.records import Event, Rejected, StepResult
+from streamrnn.settings import Settings
+from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    """Outputs of one batch awaiting acknowledgement, and the input offsets they cover."""
+
+    offsets: dict[Any, int]
+    futures: list[Any]
+    cursor: int = 0
+
+
+@dataclass
+class DaemonStats:
+    """Totals since start (tests and the shutdown log line read them; metrics carry the same)."""
+
+    batches: int = 0
+    records: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    events: int = 0
+    snapshots: int = 0
+    commits: int = 0
+    rewinds: int = 0
+    restored: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        consumer: Any,
+        producer: Any,
+        store: CheckpointStore,
+        decoder: RecordDecoder,
+        metrics: DaemonMetrics,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.decoder = decoder
+        self.metrics = metrics
+        self._clock = clock
+        self._wall = wall_clock
+        k = settings.kafka
+        self._events_topic = k.events_topic
+        self._scores_topic = k.scores_topic
+        self._dead_letter_topic = k.dead_letter_topic
+        self._high = settings.events.high
+        self._stop = threading.Event()
+        self._owner: dict[str, Any] = {}  # stream id -> TopicPartition its state belongs to
+        self._next_offset: dict[Any, int] = {}  # restored partitions -> next offset to process
+        self._pending_assign: set[Any] = set()
+        self._in_flight: deque[_InFlight] = deque()
+        self._acked: dict[Any, int] = {}
+        self._committed: dict[Any, int] = {}
+        self._commit_in_flight = False
+        self._last_commit_ok = True
+        self._joined = False
+        self._max_event_ts = float("-inf")
+        now = clock()
+        self._next_commit = now
+        self._next_snapshot = now + settings.checkpoint.interval_s
+        self._next_evict = now + settings.daemon.evict_every_s
+        self.stats = DaemonStats()
+        metrics.track_gauge(metrics.active_streams, lambda: float(self.pipeline.n_streams))
+        metrics.track_gauge(metrics.open_events, lambda: float(self.pipeline.open_events()))
+        metrics.track_gauge(metrics.assigned_partitions, lambda: float(len(self._next_offset)))
+
+    # -- control -------------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to finish its batch and shut down (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._joined:
+            return False, "waiting for a partition assignment"
+        if self._pending_assign:
+            return False, f"restoring {len(self._pending_assign)} partitions"
+        if not self._last_commit_ok:
+            return False, "the last offset commit failed (broker unreachable?)"
+        return True, f"ready: {len(self._next_offset)} partitions, model {self.pipeline.model_version}"
+
+    def assigned(self) -> list[Any]:
+        return sorted(self._next_offset)
+
+    def run(self) -> None:
+        """Consume until :meth:`request_stop`, then shut down gracefully (flush, snapshot, commit, close)."""
+        from kafka import AsyncConsumerRebalanceListener
+
+        daemon = self
+
+        class Listener(AsyncConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+                offsets = daemon._release(revoked, save=True)
+                if offsets:
+                    try:
+                        await daemon.consumer.commit_async(_commit_map(offsets))
+                        daemon._committed.update(offsets)
+                    except Exception as error:  # the snapshot holds the offsets; the commit only helps lag metrics
+                        log.warning("commit on revoke failed", extra={"fields": {"error": repr(error)}})
+
+            async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+                daemon._on_assigned(assigned)
+
+            async def on_partitions_lost(self, lost: set[Any]) -> None:
+                daemon._release(lost, save=False, why="lost")
+
+        self.consumer.subscribe(topics=list(self.settings.kafka.input_topics), listener=Listener())
+        log.info("consuming", extra={"fields": {"topics": list(self.settings.kafka.input_topics),
+                                                "group": self.settings.kafka.group_id}})
+        k = self.settings.kafka
+        try:
+            while not self._stop.is_set():
+                records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.poll_max_records)
+                if self._pending_assign:
+                    self._restore_pending()
+                if records:
+                    self.process(records)
+                now = self._clock()
+                self._collect_acks()
+                if now >= self._next_commit:
+                    self._commit_async()
+                    self._next_commit = now + k.commit_interval_s
+                if now >= self._next_snapshot:
+                    self.snapshot_all()
+                    self._next_snapshot = self._clock() + self.settings.checkpoint.interval_s
+                if now >= self._next_evict:
+                    self._evict()
+                    self._next_evict = now + self.settings.daemon.evict_every_s
+        finally:
+            self._shutdown()
+
+    # -- the batch -------------------------------------------------------------------------------------------------
+    def process(self, records: dict[Any, list[Any]]) -> StepResult:
+        started = self._clock()
+        tps = list(records)
+        flat: list[Any] = []
+        counts = np.empty(len(tps), dtype=np.int64)
+        offsets: dict[Any, int] = {}
+        oldest_ms = None
+        for i, tp in enumerate(tps):
+            batch_records = records[tp]
+            flat.extend(batch_records)
+            counts[i] = len(batch_records)
+            offsets[tp] = batch_records[-1].offset + 1
+            first_ts = batch_records[0].timestamp
+            if first_ts is not None and first_ts >= 0 and (oldest_ms is None or first_ts < oldest_ms):
+                oldest_ms = first_ts
+        batch, rejected = self.decoder.decode(flat)
+        result = self.pipeline.step(batch)
+
+        # The state of each stream now belongs to the partition its latest record came from.
+        if len(batch):
+            tp_of_record = np.repeat(np.arange(len(tps)), counts)
+            tp_objects = np.empty(len(tps), dtype=object)
+            for i, tp in enumerate(tps):
+                tp_objects[i] = tp
+            self._owner.update(zip(batch.stream.tolist(), tp_objects[tp_of_record[batch.source]].tolist()))
+            self._max_event_ts = max(self._max_event_ts, float(batch.ts.max()))
+
+        futures: list[Any] = []
+        self._publish_events(result.events, futures)
+        self._publish_scores(result, futures)
+        self._dead_letter(flat, rejected + result.rejected, futures)
+        self._in_flight.append(_InFlight(offsets, futures))
+        self._next_offset.update(offsets)
+
+        m = self.metrics
+        n_scored = len(result.scores)
+        m.records_consumed.inc(len(flat))
+        m.values_consumed.inc(len(batch))
+        m.values_scored.inc(n_scored)
+        if n_scored:
+            m.anomalies.inc(int(np.count_nonzero(result.scores.score >= self._high)))
+        m.batch_size.observe(len(flat))
+        m.step_duration.observe(self._clock() - started)
+        if oldest_ms is not None:
+            m.latency.observe(max(0.0, self._wall() - oldest_ms / 1000.0))
+        s = self.stats
+        s.batches += 1
+        s.records += len(flat)
+        s.scored += n_scored
+        return result
+
+    def _publish_events(self, events: list[Event], futures: list[Any]) -> None:
+        for event in events:
+            futures.append(self.producer.send(self._events_topic, key=event.stream.encode(), value=encode_event(event)))
+            self.metrics.events.labels(event.kind, event.action).inc()
+        self.stats.events += len(events)
+
+    def _publish_scores(self, result: StepResult, futures: list[Any]) -> None:
+        mode = self.settings.kafka.scores
+        scores = result.scores
+        if mode == "off" or len(scores) == 0:
+            return
+        select = None
+        if mode == "above":
+            select = np.flatnonzero((scores.score >= self.settings.kafka.scores_min) & ~scores.warming_up)
+            if len(select) == 0:
+                return
+        send = self.producer.send
+        topic = self._scores_topic
+        encoded = encode_scores(scores, self.pipeline.model_version, select)
+        for key, value in encoded:
+            futures.append(send(topic, key=key, value=value))
+        self.metrics.scores_published.inc(len(encoded))
+
+    def _dead_letter(self, flat: list[Any], rejected: list[Rejected], futures: list[Any]) -> None:
+        for item in rejected:
+            record = flat[int(item.source)]
+            headers = dead_letter_headers(item.reason, item.detail, record.topic, record.partition, record.offset,
+                                          record.timestamp)
+            futures.append(self.producer.send(self._dead_letter_topic, key=record.key, value=record.value,
+                                              headers=headers))
+            self.metrics.values_dropped.labels(item.reason).inc()
+        self.metrics.dead_lettered.inc(len(rejected))
+        self.stats.dead_lettered += len(rejected)
+
+    # -- acknowledgements and commits ------------------------------------------------------------------------
+    def _collect_acks(self) -> None:
+        """Move offsets whose outputs are all acknowledged to ``_acked``; a failed delivery rewinds."""
+        while self._in_flight:
+            head = self._in_flight[0]
+            futures = head.futures
+            while head.cursor < len(futures) and futures[head.cursor].is_done:
+                if futures[head.cursor].failed():
+                    self._delivery_failed(futures[head.cursor].exception)
+                    return
+                head.cursor += 1
+            if head.cursor < len(futures):
+                return
+            self._acked.update(head.offsets)
+            self._in_flight.popleft()
+
+    def _delivery_failed(self, error: Any) -> None:
+        log.error("the broker did not acknowledge an output record; rewinding every partition to its snapshot",
+                  extra={"fields": {"error": repr(error)}})
+        self.metrics.delivery_failures.inc()
+        self.stats.rewinds += 1
+        partitions = set(self._next_offset)
+        self._in_flight.clear()
+        self._release(partitions, save=False, why="rewound")
+        self._on_assigned(partitions)
+
+    def _commit_async(self) -> None:
+        offsets = {tp: off for tp, off in self._acked.items()
+                   if tp in self._next_offset and self._committed.get(tp) != off}
+        if not offsets or self._commit_in_flight:
+            return
+        started = self._clock()
+        self._commit_in_flight = True
+
+        def done(_offsets: Any, response: Any) -> None:  # runs on kafka-python's I/O thread
+            self._commit_in_flight = False
+            self.metrics.commit_duration.observe(self._clock() - started)
+            if isinstance(response, Exception):
+                self._last_commit_ok = False
+                self.metrics.commit_failures.inc()
+                log.warning("offset commit failed", extra={"fields": {"error": repr(response)}})
+            else:
+                self._last_commit_ok = True
+                self._committed.update(offsets)
+                self.stats.commits += 1
+
+        try:
+            self.consumer.commit_async(_commit_map(offsets), callback=done)
+        except Exception as error:
+            self._commit_in_flight = False
+            self._last_commit_ok = False
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed", extra={"fields": {"error": repr(error)}})
+
+    def _flush(self, timeout_s: float) -> bool:
+        """Wait until every produced record is acknowledged; False when that did not happen in time."""
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except Exception as error:  # KafkaTimeoutError: the broker is not answering
+            log.warning("producer flush did not complete", extra={"fields": {"error": repr(error)}})
+            return False
+        self._collect_acks()
+        return not self._in_flight
+
+    # -- snapshots ---------------------------------------------------------------------------------------------
+    def _streams_by_partition(self) -> dict[Any, list[str]]:
+        by_tp: dict[Any, list[str]] = {}
+        for stream, tp in self._owner.items():
+            by_tp.setdefault(tp, []).append(stream)
+        return by_tp
+
+    def _save(self, partitions: list[Any]) -> dict[Any, int]:
+        """Flush, then snapshot ``partitions`` durably; returns their offsets (empty when not saved)."""
+        if not partitions:
+            return {}
+        started = self._clock()
+        if not self._flush(self.settings.daemon.shutdown_timeout_s / 2):
+            self.metrics.snapshot_failures.inc()
+            log.warning("snapshot skipped: outputs not acknowledged", extra={"fields": {"partitions": len(partitions)}})
+            return {}
+        by_tp = self._streams_by_partition()
+        wall = self._wall()
+        snapshots = [
+            PartitionSnapshot(tp.topic, tp.partition, self._next_offset[tp],
+                              self.pipeline.snapshot(sorted(by_tp.get(tp, []))), wall)
+            for tp in partitions
+        ]
+        try:
+            self.store.save(snapshots)
+        except Exception as error:
+            self.metrics.snapshot_failures.inc()
+            log.error("snapshot failed", extra={"fields": {"error": repr(error), "partitions": len(partitions)}})
+            return {}
+        elapsed = self._clock() - started
+        self.metrics.snapshot_duration.observe(elapsed)
+        self.metrics.last_snapshot.set(wall)
+        self.stats.snapshots += 1
+        log.info("snapshot saved", extra={"fields": {
+            "partitions": len(snapshots), "streams": sum(len(s.state["streams"]) for s in snapshots),
+            "seconds": round(elapsed, 3)}})
+        return {s_tp: self._next_offset[s_tp] for s_tp in partitions}
+
+    def snapshot_all(self) -> dict[Any, int]:
+        offsets = self._save(sorted(self._next_offset))
+        if offsets:
+            self._acked.update(offsets)
+        return offsets
+
+    # -- assignment ------------------------------------------------------------------------------------------
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        """Pause newly assigned partitions; this thread restores them after ``poll`` returns (see the docstring)."""
+        self._joined = True
+        fresh = set(assigned) - set(self._next_offset)
+        if fresh:
+            self._pending_assign |= fresh
+            self.consumer.pause(*fresh)
+            self.metrics.rebalances.labels("assigned").inc()
+            log.info("partitions assigned", extra={"fields": {"partitions": _names(fresh)}})
+
+    def _restore_pending(self) -> None:
+        tps = sorted(self._pending_assign)
+        try:
+            loaded = self.store.load([(tp.topic, tp.partition) for tp in tps])
+        except Exception as error:
+            log.error("loading snapshots failed; will retry", extra={"fields": {"error": repr(error)}})
+            return
+        initial: list[Any] = []
+        for tp in tps:
+            snap = loaded.get((tp.topic, tp.partition))
+            if snap is not None:
+                self.pipeline.restore(snap.state)
+                for stream in snap.state["streams"]:
+                    self._owner[stream] = tp
+                self.consumer.seek(tp, snap.next_offset)
+                self._next_offset[tp] = snap.next_offset
+                source = "snapshot"
+            else:
+                try:
+                    position = self.consumer.position(tp, timeout_ms=self.settings.kafka.request_timeout_ms)
+                except Exception as error:
+                    log.warning("cannot read a partition's position; will retry",
+                                extra={"fields": {"partition": _names([tp]), "error": repr(error)}})
+                    continue
+                self._next_offset[tp] = position
+                initial.append(tp)
+                source = "empty"
+            self._pending_assign.discard(tp)
+            self.consumer.resume(tp)
+            self.metrics.restores.labels(source).inc()
+            self.stats.restored[source] = self.stats.restored.get(source, 0) + 1
+        # A partition without a snapshot gets one at once (its empty state at its starting offset), so a crash
+        # before the first scheduled snapshot replays from there instead of from a commit the state never saw.
+        if initial:
+            self._save(initial)
+        log.info("partitions restored", extra={"fields": {
+            "partitions": _names(tps), "from_snapshot": sum(1 for tp in tps if (tp.topic, tp.partition) in loaded)}})
+
+    def _release(self, partitions: set[Any], save: bool, why: str = "") -> dict[Any, int]:
+        """Give partitions up: optionally flush and snapshot them, then forget their streams; returns the offsets
+        to commit (none when not saved)."""
+        self._pending_assign -= set(partitions)
+        owned = sorted(tp for tp in partitions if tp in self._next_offset)
+        if not owned:
+            return {}
+        offsets = self._save(owned) if save else {}
+        drop = set(owned)
+        streams = [s for s, tp in self._owner.items() if tp in drop]
+        self.pipeline.drop(streams)
+        for stream in streams:
+            del self._owner[stream]
+        for tp in owned:
+            del self._next_offset[tp]
+            self._acked.pop(tp, None)
+        # Outputs still in flight for these partitions stay in flight; their offsets are simply not committed here.
+        for item in self._in_flight:
+            for tp in owned:
+                item.offsets.pop(tp, None)
+        why = why or ("revoked" if save else "lost")
+        if why in ("revoked", "lost"):
+            self.metrics.rebalances.labels(why).inc()
+        log.info("partitions released", extra={"fields": {"partitions": _names(owned), "saved": bool(offsets),
+                                                          "streams": len(streams)}})
+        return offsets
+
+    # -- housekeeping ------------------------------------------------------------------------------------------
+    def _evict(self) -> None:
+        if self._max_event_ts == float("-inf"):
+            return
+        evicted, events = self.pipeline.evict_idle(self._max_event_ts)
+        for stream in evicted:
+            self._owner.pop(stream, None)
+        if evicted:
+            futures: list[Any] = []
+            self._publish_events(events, futures)
+            self._in_flight.append(_InFlight({}, futures))
+            self.metrics.evicted_streams.inc(len(evicted))
+            log.info("idle streams evicted", extra={"fields": {"streams": len(evicted), "events": len(events)}})
+
+    def _shutdown(self) -> None:
+        """Stop (the loop has already finished its batch), flush, snapshot, commit, close."""
+        log.info("shutting down", extra={"fields": {"partitions": len(self._next_offset)}})
+        owned = sorted(self._next_offset)
+        offsets = self._save(owned)
+        if offsets:
+            try:
+                self.consumer.commit(_commit_map(offsets), timeout_ms=int(self.settings.daemon.shutdown_timeout_s
+                                                                          * 250))
+            except Exception as error:
+                log.warning("final commit failed (the snapshots hold the offsets)",
+                            extra={"fields": {"error": repr(error)}})
+        # The state is saved: forget it so the revoke callback that close() triggers has nothing left to do.
+        self._release(set(owned), save=False, why="shutdown")
+        for name, close in (("consumer", lambda: self.consumer.close(autocommit=False)),
+                            ("producer", lambda: self.producer.close(timeout=5)),
+                            ("checkpoint store", self.store.close)):
+            try:
+                close()
+            except Exception as error:
+                log.warning(f"{name} close failed", extra={"fields": {"error": repr(error)}})
+        s = self.stats
+        log.info("stopped", extra={"fields": {"batches": s.batches, "records": s.records, "scored": s.scored,
+                                              "events": s.events, "dead_lettered": s.dead_lettered,
+                                              "snapshots": s.snapshots}})
+
+
+def _commit_map(offsets: dict[Any, int]) -> dict[Any, Any]:
+    from kafka.structs import OffsetAndMetadata
+
+    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+
+
+def _names(tps: Any) -> list[str]:
+    return [f"{tp.topic}-{tp.partition}" for tp in sorted(tps)]
+
+
+def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
+    """Wire the real parts: the pipeline and its model, Kafka clients, output topics, the checkpoint store."""
+    import torch
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    from streamrnn.coldstart import build_pipeline
+    from streamrnn.connectors.kafka_clients import admin_kwargs, consumer_kwargs, ensure_topics, producer_kwargs
+    from streamrnn.state.checkpoint import DirectoryStore, KafkaChangelogStore
+
+    torch.set_num_threads(settings.daemon.torch_threads)
+    pipeline = build_pipeline(settings)
+    net = pipeline.stepper.net
+    metrics.set_model(pipeline.model_version, net.config.cell, net.config.hidden_size)
+    k = settings.kafka
+    if settings.coldstart.policy == "own_history":
+        log.info("the daemon scores with the configured model; own-history training runs in the trainer",
+                 extra={"fields": {"model": pipeline.model_version}})
+    if k.create_topics:
+        admin = KafkaAdminClient(**admin_kwargs(k))
+        try:
+            ensure_topics(admin, [(name, k.topic_partitions, k.topic_replication, {})
+                                  for name in (k.events_topic, k.scores_topic, k.dead_letter_topic)])
+        finally:
+            admin.close()
+    producer = KafkaProducer(**producer_kwargs(k))
+    consumer = KafkaConsumer(**consumer_kwargs(k))
+    c = settings.checkpoint
+    store: CheckpointStore
+    if c.store == "kafka":
+        store = KafkaChangelogStore(k, c.changelog_topic, k.group_id, c.chunk_bytes, producer=producer)
+    else:
+        store = DirectoryStore(c.directory, k.group_id)
+    from streamrnn.connectors.codec import DecoderConfig
+
+    return Daemon(settings, pipeline, consumer, producer, store, RecordDecoder(DecoderConfig.from_settings(settings)),
+                  metrics)
+
+
+def serve(settings: Settings) -> int:
+    """``streamrnn run``: the daemon with its HTTP endpoints, until SIGTERM/SIGINT; returns the exit code.
+
+    A signal asks for a graceful stop (finish the batch, flush, snapshot, commit); if that takes longer than
+    ``daemon.shutdown_timeout_s`` the process exits with code 1 instead of hanging.
+    """
+    import os
+    import signal
+
+    from prometheus_client import CollectorRegistry
+
+    from streamrnn.health import HealthServer
+
+    registry = CollectorRegistry()
+    metrics = DaemonMetrics(registry)
+    metrics.up_since.set(time.time())
+    daemon_ref: list[Daemon] = []
+    http = HealthServer(registry, lambda: daemon_ref[0].ready() if daemon_ref else (False, "starting"),
+                        settings.daemon.http_host, settings.daemon.http_port).start()
+    log.info("http endpoints up", extra={"fields": {"port": http.port, "paths": ["/metrics", "/healthz", "/readyz"]}})
+    stop_requested = threading.Event()
+    bound = settings.daemon.shutdown_timeout_s
+
+    def watchdog() -> None:
+        if not finished.wait(bound):
+            log.error("graceful shutdown exceeded its bound; exiting", extra={"fields": {"bound_s": bound}})
+            logging.shutdown()
+            os._exit(1)
+
+    finished = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop_requested.is_set():
+            return
+        stop_requested.set()
+        log.info("stop requested", extra={"fields": {"signal": signal.Signals(signum).name}})
+        if daemon_ref:
+            daemon_ref[0].request_stop()
+        threading.Thread(target=watchdog, name="streamrnn-shutdown-watchdog", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon = build_daemon(settings, metrics)
+        daemon_ref.append(daemon)
+        if stop_requested.is_set():
+            daemon.request_stop()
+        daemon.run()
+    finally:
+        finished.set()
+        http.stop()
+    return 0
