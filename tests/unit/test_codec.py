@@ -117,7 +117,7 @@ def test_order_and_source_indexes_with_rejections_interleaved():
 
 def test_accepts_any_sequence_of_records():
     records = (rec({"stream": "a", "ts": 1, "value": 1}), rec({"stream": "b", "ts": 2, "value": 2}))
-    assert decode(records).__getitem__(0).stream.tolist() == ["a", "b"]  # a tuple
+    assert decode(records)[0].stream.tolist() == ["a", "b"]  # a tuple
     assert RecordDecoder(DecoderConfig()).decode(iter(records))[0].source.tolist() == [0, 1]
 
 
