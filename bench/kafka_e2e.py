@@ -21,7 +21,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -112,6 +111,7 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path) -> dict:
         "STREAMRNN_CHECKPOINT__INTERVAL_S": "3600",
         "STREAMRNN_COLDSTART__POLICY": "generic",
         "STREAMRNN_STATE__INITIAL_CAPACITY": "16384",
+        **({"STREAMRNN_KAFKA__POLL_MAX_RECORDS": os.environ["BENCH_POLL"]} if "BENCH_POLL" in os.environ else {}),
     }
     settings = load_settings(None, environ=env)
     daemon = build_daemon(settings, DaemonMetrics(CollectorRegistry()))
@@ -133,9 +133,7 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path) -> dict:
         return result
 
     daemon.process = timed_process  # type: ignore[method-assign]
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
-    runner.join()  # run() ends with the shutdown sequence: flush, snapshot, commit, close
+    daemon.run()  # ends with the shutdown sequence: flush, snapshot, commit, close
     seconds = marks["end"] - marks["start"]
     return {"records": daemon.stats.records, "seconds": seconds, "events": daemon.stats.events,
             "streams": daemon.pipeline.n_streams}
