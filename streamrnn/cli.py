@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("watch", help="follow the events topic and print one readable line per event",
+                       description="Reads kafka.events_topic without a consumer group (the daemon's offsets are not "
+                       "touched). Ctrl-C stops it.")
+    _add_config(p)
+    p.add_argument("--from-end", action="store_true", help="only events published from now on")
+    p.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
+                   help="exit after this long without a new event (default: follow forever)")
+    p.add_argument("--save", type=Path, default=None, help="also append each event as a JSON line to this file")
+    p.add_argument("--no-color", action="store_true")
+    p.set_defaults(func=cmd_watch)
+
     p = sub.add_parser(
         "replay", help="push CSV files through the detection pipeline, online, and write scores and events",
         description="Replay NAB-style (timestamp,value) or long-format (stream,timestamp,value[,...]) CSV files. "
@@ -135,6 +146,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamrnn.app import serve
 
     return serve(settings)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from streamrnn.connectors.kafka_clients import consumer_kwargs
+    from streamrnn.watch import follow
+
+    import signal
+    import threading
+
+    stopped = threading.Event()
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) end the follow loop within one poll.
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    save = open(args.save, "ab") if args.save else None
+    try:
+        follow(consumer_kwargs(settings.kafka, "watch"), settings.kafka.events_topic, from_beginning=not args.from_end,
+               idle_exit_s=args.idle_exit, save=save, color=False if args.no_color else None, stop=stopped.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if save is not None:
+            save.close()
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

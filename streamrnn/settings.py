@@ -185,7 +185,7 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a partition with no snapshot and no committed offset starts"
     )
-    poll_max_records: int = Field(4096, ge=1, description="records per poll, i.e. per pipeline step")
+    poll_max_records: int = Field(16384, ge=1, description="records per poll, i.e. per pipeline step")
     poll_timeout_ms: int = Field(200, ge=0)
     commit_interval_s: float = Field(1.0, ge=0, description="commit acknowledged offsets at most this often")
     session_timeout_ms: int = Field(10000, ge=1000)
