@@ -163,6 +163,16 @@ class InputSettings(_Section):
         "reject", description="reject: a record with a field not named above goes to the dead-letter topic"
     )
     max_record_bytes: int = Field(65536, ge=64, description="larger records are dead-lettered unread")
+    max_stream_id_chars: int = Field(256, ge=1, description="longer stream ids are dead-lettered")
+
+    @model_validator(mode="after")
+    def _distinct_fields(self) -> "InputSettings":
+        names = [self.stream_field, self.ts_field, self.value_field, self.values_field]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream_field, ts_field, value_field and values_field must differ (got {names})")
+        if len(set(self.value_names)) != len(self.value_names):
+            raise ValueError(f"value_names has duplicates: {self.value_names}")
+        return self
 
 
 class KafkaSettings(_Section):
@@ -233,7 +243,9 @@ class CheckpointSettings(_Section):
     directory: Path = Field(Path("state"), description="where the directory store keeps its files")
     changelog_topic: str = Field("streamrnn.changelog", min_length=1)
     interval_s: float = Field(60.0, gt=0, description="snapshot every assigned partition this often")
-    chunk_bytes: int = Field(512 * 1024, ge=1024, le=8 * 1024 * 1024, description="changelog message size")
+    chunk_bytes: int = Field(
+        512 * 1024, ge=1024, le=4 * 1024 * 1024 - 65536, description="changelog message size (below the producer's 4 MiB limit)"
+    )
 
 
 class DaemonSettings(_Section):

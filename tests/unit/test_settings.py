@@ -74,3 +74,40 @@ def test_settings_as_toml_round_trips(tmp_path):
     path = tmp_path / "round.toml"
     path.write_text(settings_as_toml(s))
     assert load_settings(path, environ={}) == s
+
+
+def test_kafka_secrets_are_never_printed(tmp_path):
+    secret_file = tmp_path / "password"
+    secret_file.write_text("from-a-file\n")
+    env = {"STREAMRNN_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMRNN_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+           "STREAMRNN_KAFKA__SASL_USERNAME": "svc", "STREAMRNN_KAFKA__SASL_PASSWORD": "hunter2-env"}
+    s = load_settings(None, environ=env)
+    text = settings_as_toml(s)
+    assert "hunter2-env" not in text and "hunter2-env" not in repr(s)
+    assert "# sasl_password is set (hidden)" in text
+    from streamrnn.connectors.kafka_clients import connection_kwargs
+
+    assert connection_kwargs(s.kafka)["sasl_plain_password"] == "hunter2-env"
+    env.pop("STREAMRNN_KAFKA__SASL_PASSWORD")
+    env["STREAMRNN_KAFKA__SASL_PASSWORD_FILE"] = str(secret_file)
+    from_file = load_settings(None, environ=env)
+    assert connection_kwargs(from_file.kafka)["sasl_plain_password"] == "from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAMRNN_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs sasl_mechanism"),
+        ({"STREAMRNN_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "STREAMRNN_KAFKA__SASL_MECHANISM": "PLAIN",
+          "STREAMRNN_KAFKA__SASL_USERNAME": "u"}, "SASL needs sasl_password"),
+        ({"STREAMRNN_KAFKA__SSL_CAFILE": "/nonexistent/ca.pem"}, "ssl_cafile: file not found"),
+        ({"STREAMRNN_KAFKA__INPUT_TOPICS": '["a", "streamrnn.events"]'}, "both input and output"),
+        ({"STREAMRNN_INPUT__TS_FIELD": "value"}, "must differ"),
+        ({"STREAMRNN_INPUT__VALUE_NAMES": '["a", "b"]'}, "input.value_names names 2 values"),
+        ({"STREAMRNN_KAFKA__SCORES": "some"}, "kafka.scores"),
+    ],
+)
+def test_bad_daemon_settings_name_the_problem(env, message):
+    with pytest.raises(ConfigError) as error:
+        load_settings(None, environ=env)
+    assert message in str(error.value)
