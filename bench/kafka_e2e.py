@@ -1,6 +1,7 @@
 """End-to-end daemon throughput on a real broker, against a plain kafka-python loop on the same topic, same run.
 
     python bench/kafka_e2e.py [--streams 10000] [--ticks 30] [--partitions 4] [--repeat 2] [--bootstrap HOST:PORT]
+                              [--poll-max-records N]
 
 Produces ``streams x ticks`` JSON sensor records (one value per stream per tick, keyed by stream id), then measures:
 
@@ -93,7 +94,7 @@ def plain_loop(bootstrap: str, topic: str, total: int) -> dict:
     return {"records": seen, "seconds": seconds}
 
 
-def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path) -> dict:
+def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path, poll_max_records: int = 0) -> dict:
     from prometheus_client import CollectorRegistry
 
     from streamrnn.app import build_daemon
@@ -111,7 +112,7 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path) -> dict:
         "STREAMRNN_CHECKPOINT__INTERVAL_S": "3600",
         "STREAMRNN_COLDSTART__POLICY": "generic",
         "STREAMRNN_STATE__INITIAL_CAPACITY": "16384",
-        **({"STREAMRNN_KAFKA__POLL_MAX_RECORDS": os.environ["BENCH_POLL"]} if "BENCH_POLL" in os.environ else {}),
+        **({"STREAMRNN_KAFKA__POLL_MAX_RECORDS": str(poll_max_records)} if poll_max_records else {}),
     }
     settings = load_settings(None, environ=env)
     daemon = build_daemon(settings, DaemonMetrics(CollectorRegistry()))
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--poll-max-records", type=int, default=0, help="the daemon's kafka.poll_max_records "
+                        "(default: the setting's default)")
     args = parser.parse_args()
     import torch
 
@@ -161,7 +164,7 @@ def main() -> None:
         rows = []
         for i in range(args.repeat):
             plain = plain_loop(bootstrap, topic, total)
-            daemon = daemon_run(bootstrap, topic, total, tmp / f"state-{i}")
+            daemon = daemon_run(bootstrap, topic, total, tmp / f"state-{i}", args.poll_max_records)
             rows.append((i + 1, plain, daemon))
         print(f"\n{args.streams:,} streams x {args.ticks} ticks = {total:,} records, {args.partitions} partitions")
         print(f"{'run':>3} {'plain rec/s':>12} {'daemon rec/s':>13} {'ratio':>6} {'daemon s':>9} {'events':>7}")
