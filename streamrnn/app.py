@@ -49,6 +49,8 @@ from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
 
 log = logging.getLogger(__name__)
 
+_RESTORE_RETRY_S = 2.0
+
 
 @dataclass
 class _InFlight:
@@ -116,6 +118,7 @@ class Daemon:
         self._next_commit = now
         self._next_snapshot = now + settings.checkpoint.interval_s
         self._next_evict = now + settings.daemon.evict_every_s
+        self._next_restore = now  # a failed restore (store or broker unavailable) is retried after a pause
         self.stats = DaemonStats()
         metrics.track_gauge(metrics.active_streams, lambda: float(self.pipeline.n_streams))
         metrics.track_gauge(metrics.open_events, lambda: float(self.pipeline.open_events()))
@@ -171,7 +174,7 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.poll_max_records)
-                if self._pending_assign:
+                if self._pending_assign and self._clock() >= self._next_restore:
                     self._restore_pending()
                 if records:
                     self.process(records)
@@ -400,6 +403,7 @@ class Daemon:
             loaded = self.store.load([(tp.topic, tp.partition) for tp in tps])
         except Exception as error:
             log.error("loading snapshots failed; will retry", extra={"fields": {"error": repr(error)}})
+            self._next_restore = self._clock() + _RESTORE_RETRY_S
             return
         initial: list[Any] = []
         for tp in tps:
@@ -417,6 +421,7 @@ class Daemon:
                 except Exception as error:
                     log.warning("cannot read a partition's position; will retry",
                                 extra={"fields": {"partition": _names([tp]), "error": repr(error)}})
+                    self._next_restore = self._clock() + _RESTORE_RETRY_S
                     continue
                 self._next_offset[tp] = position
                 initial.append(tp)

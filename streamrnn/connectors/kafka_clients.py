@@ -28,6 +28,9 @@ def connection_kwargs(kafka: KafkaSettings, client_suffix: str = "") -> dict[str
         "client_id": kafka.client_id + (f"-{client_suffix}" if client_suffix else ""),
         "security_protocol": kafka.security_protocol,
         "request_timeout_ms": kafka.request_timeout_ms,
+        # kafka-python backs off up to 30 s between reconnects; after a broker restart that idles the daemon for up
+        # to half a minute. Java clients cap it at 1 s; 2 s keeps a dead broker from being hammered.
+        "reconnect_backoff_max_ms": 2000,
     }
     if kafka.security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = kafka.sasl_mechanism

@@ -290,3 +290,19 @@ def test_authenticated_listener_with_password_from_environment(kafka_broker_sasl
         daemon.ensure_dead()
     assert len(read_topic(broker.bootstrap, f"{topic}.scores", min_count=len(rows))) == len(rows)
     assert broker.sasl_password not in daemon.log_path.read_text()
+
+
+def test_sigterm_exits_1_when_the_graceful_shutdown_overruns_its_bound(kafka_broker, new_topic, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topic = new_topic(kafka_broker, 1)
+    produce_observations(bootstrap, topic, _observations(n_streams=2, length=600))
+    # A bound far below what flush + snapshot + commit + close take: the watchdog must end the process.
+    sections = daemon_sections(bootstrap, topic, tmp_path / "state", daemon={"shutdown_timeout_s": 0.001})
+    daemon = start_daemon(tmp_path, sections, "bound")
+    try:
+        daemon.wait_ready()
+        assert daemon.http("/healthz") == (200, "ok\n")
+        assert daemon.stop(timeout=20) == 1
+    finally:
+        daemon.ensure_dead()
+    assert any(r.get("msg") == "graceful shutdown exceeded its bound; exiting" for r in daemon.log_records())
