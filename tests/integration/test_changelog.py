@@ -102,26 +102,6 @@ def manifests(records: list, prefix: str) -> list[dict]:
     return [json.loads(r.value) for r in records if r.key == f"{prefix}|manifest".encode()]
 
 
-class ErrorLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def error_log():
-    handler = ErrorLog()
-    logger = logging.getLogger(ck.__name__)
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-
-
 class DyingProducer:
     """Passes sends through to a real producer, then raises (as a killed process would stop) at the send that
     matches ``die_at(key, n)``; ``n`` counts this producer's sends."""
@@ -258,7 +238,7 @@ def test_leftover_chunks_of_a_slot_are_tombstoned(settings, changelog, stores):
     assert stores().load([("sensors", 0)])[("sensors", 0)].next_offset == 3
 
 
-def test_a_torn_slot_falls_back_to_the_other_slot(settings, changelog, stores, real_producer, error_log):
+def test_a_torn_slot_falls_back_to_the_other_slot(settings, changelog, stores, real_producer, checkpoint_log):
     store = stores()
     first, second = snapshot(1, n_streams=2), snapshot(2, n_streams=2)
     store.save([first])
@@ -267,16 +247,16 @@ def test_a_torn_slot_falls_back_to_the_other_slot(settings, changelog, stores, r
     real_producer.send(changelog, key=b"g|sensors|0|b|000001", value=b"garbage", partition=0).get(timeout=30)
     loaded = stores().load([("sensors", 0)])
     assert_same(first, loaded[("sensors", 0)])
-    assert any(r.levelno == logging.ERROR and "slot b" in r.fields["error"] for r in error_log)
-    assert any(r.levelno == logging.WARNING and "older" in r.getMessage() for r in error_log)
+    assert any(r.levelno == logging.ERROR and "slot b" in r.fields["error"] for r in checkpoint_log)
+    assert any(r.levelno == logging.WARNING and "older" in r.getMessage() for r in checkpoint_log)
 
 
-def test_corrupt_snapshot_is_absent_and_logged(settings, changelog, stores, real_producer, error_log):
+def test_corrupt_snapshot_is_absent_and_logged(settings, changelog, stores, real_producer, checkpoint_log):
     stores().save([snapshot(1, n_streams=1), snapshot(2, n_streams=1, partition=1)])
     real_producer.send(changelog, key=b"g|sensors|0|a|000000", value=b"garbage", partition=0).get(timeout=30)
     got = stores().load([("sensors", 0), ("sensors", 1)])
     assert list(got) == [("sensors", 1)]
-    assert [r.fields["partition"] for r in error_log if r.levelno == logging.ERROR] == [0]
+    assert [r.fields["partition"] for r in checkpoint_log if r.levelno == logging.ERROR] == [0]
 
 
 def test_changelog_topic_is_compacted_and_passed_producer_is_not_closed(settings, changelog, stores, real_producer):

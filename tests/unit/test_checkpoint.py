@@ -60,27 +60,6 @@ def small_snapshot(offset: int = 7, partition: int = 0, topic: str = "sensors",
     return PartitionSnapshot(topic, partition, next_offset=offset, state=state, created=100.0)
 
 
-class ErrorLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def error_log():
-    # A handler on the module's logger itself: the "streamrnn" logger may not propagate (streamrnn.logs.configure).
-    handler = ErrorLog()
-    logger = logging.getLogger(ck.__name__)
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-
-
 # -- format ------------------------------------------------------------------------------------------------------
 
 def test_round_trip_restores_an_identical_pipeline(realistic):
@@ -278,7 +257,7 @@ def test_leftover_temp_file_of_a_crash_is_ignored_and_cleaned(tmp_path):
     assert store.load([("sensors", 0)])[("sensors", 0)].next_offset == 3
 
 
-def test_corrupt_or_misplaced_file_is_absent_and_logged(tmp_path, error_log):
+def test_corrupt_or_misplaced_file_is_absent_and_logged(tmp_path, checkpoint_log):
     store = DirectoryStore(tmp_path, "g")
     store.save([small_snapshot(offset=1, partition=0), small_snapshot(offset=2, partition=1)])
     path = store.path("sensors", 0)
@@ -289,7 +268,7 @@ def test_corrupt_or_misplaced_file_is_absent_and_logged(tmp_path, error_log):
     store.path("sensors", 3).write_bytes(b"")
     loaded = store.load([("sensors", 0), ("sensors", 1), ("sensors", 2), ("sensors", 3)])
     assert set(loaded) == {("sensors", 1)}
-    messages = [(r.getMessage(), r.fields["partition"], r.fields["error"]) for r in error_log]
+    messages = [(r.getMessage(), r.fields["partition"], r.fields["error"]) for r in checkpoint_log]
     assert [m[1] for m in messages] == [0, 2, 3]
     assert "checksum" in messages[0][2] and "holds sensors/1" in messages[1][2] and "truncated" in messages[2][2]
 
