@@ -167,7 +167,14 @@ class Daemon:
             async def on_partitions_lost(self, lost: set[Any]) -> None:
                 daemon._release(lost, save=False, why="lost")
 
-        self.consumer.subscribe(topics=list(self.settings.kafka.input_topics), listener=Listener())
+        topics = list(self.settings.kafka.input_topics)
+        # Load the topics' metadata before joining: kafka-python's first join can otherwise race the metadata fetch,
+        # and a leader that does not know a topic yet assigns none of its partitions until the next refresh.
+        missing = [t for t in topics if not self.consumer.partitions_for_topic(t)]
+        if missing:
+            log.warning("input topics not found (yet); their partitions are assigned once they exist",
+                        extra={"fields": {"topics": missing}})
+        self.consumer.subscribe(topics=topics, listener=Listener())
         log.info("consuming", extra={"fields": {"topics": list(self.settings.kafka.input_topics),
                                                 "group": self.settings.kafka.group_id}})
         k = self.settings.kafka

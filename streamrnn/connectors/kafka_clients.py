@@ -77,6 +77,8 @@ def consumer_kwargs(kafka: KafkaSettings, client_suffix: str = "consumer") -> di
         "max_poll_interval_ms": kafka.max_poll_interval_ms,
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        # Input topics created (or partitions added) while running are noticed within this, not the 5-minute default.
+        "metadata_max_age_ms": 30_000,
     }
 
 
