@@ -50,6 +50,9 @@ from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
 log = logging.getLogger(__name__)
 
 _RESTORE_RETRY_S = 2.0
+_PROBE_EVERY_S = 10.0
+_PROBE_TIMEOUT_MS = 3000
+_BROKER_STALE_S = 30.0
 
 
 @dataclass
@@ -123,6 +126,13 @@ class Daemon:
         metrics.track_gauge(metrics.active_streams, lambda: float(self.pipeline.n_streams))
         metrics.track_gauge(metrics.open_events, lambda: float(self.pipeline.open_events()))
         metrics.track_gauge(metrics.assigned_partitions, lambda: float(len(self._next_offset)))
+        from streamrnn.metrics import LagCollector, TopEventsCollector
+
+        metrics.registry.register(LagCollector(self._lag_positions))
+        if settings.daemon.top_k_streams:
+            metrics.registry.register(TopEventsCollector(self.pipeline.top_open_events, settings.daemon.top_k_streams))
+        self._broker_ok_at = now
+        self._next_probe = now
 
     # -- control -------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -140,6 +150,8 @@ class Daemon:
             return False, f"restoring {len(self._pending_assign)} partitions"
         if not self._last_commit_ok:
             return False, "the last offset commit failed (broker unreachable?)"
+        if self._clock() - self._broker_ok_at > _BROKER_STALE_S:
+            return False, f"no answer from the broker for {self._clock() - self._broker_ok_at:.0f} s"
         return True, f"ready: {len(self._next_offset)} partitions, model {self.pipeline.model_version}"
 
     def assigned(self) -> list[Any]:
@@ -196,8 +208,41 @@ class Daemon:
                 if now >= self._next_evict:
                     self._evict()
                     self._next_evict = now + self.settings.daemon.evict_every_s
+                if now >= self._next_probe:
+                    self._probe_broker()
+                    self._next_probe = self._clock() + _PROBE_EVERY_S
         finally:
             self._shutdown()
+
+    # -- health ------------------------------------------------------------------------------------------------
+    def _probe_broker(self) -> None:
+        """A real round trip (end offsets of the assigned partitions) so /readyz and streamrnn_broker_up notice a
+        broker that is gone even when no data flows. With nothing assigned, joining the group was the proof."""
+        partitions = list(self._next_offset)
+        if not partitions:
+            if self._joined:
+                self._broker_ok_at = self._clock()
+                self.metrics.broker_up.set(1)
+            return
+        try:
+            self.consumer.end_offsets(partitions, timeout_ms=_PROBE_TIMEOUT_MS)
+        except Exception as error:
+            self.metrics.broker_up.set(0)
+            log.warning("broker probe failed", extra={"fields": {"error": repr(error)}})
+            return
+        self._broker_ok_at = self._clock()
+        self.metrics.broker_up.set(1)
+
+    def _lag_positions(self) -> list[tuple[str, int, int | None, int]]:
+        """For the lag collector (scrape thread): cached high watermarks only, no broker call."""
+        out = []
+        for tp, position in list(self._next_offset.items()):
+            try:
+                high = self.consumer.highwater(tp)
+            except Exception:  # the partition went away between the copy and the read
+                continue
+            out.append((tp.topic, tp.partition, high, position))
+        return out
 
     # -- the batch -------------------------------------------------------------------------------------------------
     def process(self, records: dict[Any, list[Any]]) -> StepResult:
@@ -216,6 +261,8 @@ class Daemon:
             if first_ts is not None and first_ts >= 0 and (oldest_ms is None or first_ts < oldest_ms):
                 oldest_ms = first_ts
         batch, rejected = self.decoder.decode(flat)
+        for item in rejected:
+            self.metrics.decode_errors.labels(item.reason).inc()
         result = self.pipeline.step(batch)
 
         # The state of each stream now belongs to the partition its latest record came from.
@@ -527,14 +574,14 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
     import torch
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-    from streamrnn.coldstart import build_pipeline
+    from streamrnn.coldstart import build_pipeline_and_card
     from streamrnn.connectors.kafka_clients import admin_kwargs, consumer_kwargs, ensure_topics, producer_kwargs
     from streamrnn.state.checkpoint import DirectoryStore, KafkaChangelogStore
 
     torch.set_num_threads(settings.daemon.torch_threads)
-    pipeline = build_pipeline(settings)
+    pipeline, card = build_pipeline_and_card(settings)
     net = pipeline.stepper.net
-    metrics.set_model(pipeline.model_version, net.config.cell, net.config.hidden_size)
+    metrics.set_model(pipeline.model_version, net.config.cell, net.config.hidden_size, card)
     k = settings.kafka
     if settings.coldstart.policy == "own_history":
         log.info("the daemon scores with the configured model; own-history training runs in the trainer",

@@ -58,11 +58,16 @@ def network_config(settings: Any, features: FeatureBuilder) -> NetworkConfig:
 
 def build_pipeline(settings: Any) -> "Pipeline":
     """The configured pipeline with its starting model (see :func:`load_model`)."""
+    return build_pipeline_and_card(settings)[0]
+
+
+def build_pipeline_and_card(settings: Any) -> tuple["Pipeline", dict[str, Any]]:
+    """:func:`build_pipeline` and the model's card (empty for the persistence forecaster)."""
     from streamrnn.pipeline import Pipeline, PipelineConfig
 
     config = PipelineConfig.from_settings(settings)
-    net, version = load_model(settings.model.path, config.features, config.targets, config.horizon)
-    return Pipeline(config, net, version)
+    net, version, card = load_model_and_card(settings.model.path, config.features, config.targets, config.horizon)
+    return Pipeline(config, net, version), card
 
 
 def _fits(net: ForecastNet, features: FeatureBuilder, targets: tuple[int, ...], horizon: int) -> bool:
@@ -75,6 +80,14 @@ def load_model(
 ) -> tuple[ForecastNet, str]:
     """The configured artifact (a version directory, or a registry directory: its newest version), else the
     shipped generic model if it fits the inputs, else the persistence forecaster."""
+    net, version, _card = load_model_and_card(model_path, features, targets, horizon)
+    return net, version
+
+
+def load_model_and_card(
+    model_path: Path | None, features: FeatureBuilder, targets: tuple[int, ...], horizon: int
+) -> tuple[ForecastNet, str, dict[str, Any]]:
+    """:func:`load_model` and the artifact's card."""
     if model_path is not None:
         path = Path(model_path)
         artifact = path if (path / "card.json").is_file() else latest_artifact(path)
@@ -89,14 +102,14 @@ def load_model(
                 f"model {artifact} expects {net.config.n_features} inputs, targets {net.config.targets}, horizon "
                 f"{net.config.horizon}; the configured features give {features.n_inputs}, {targets}, {horizon}"
             )
-        return net, str(card.get("version", artifact.name))
+        return net, str(card.get("version", artifact.name)), dict(card)
     generic = latest_artifact(PRETRAINED_DIR) if PRETRAINED_DIR.is_dir() else None
     if generic is not None:
         net, card = load_artifact(generic)
         if _fits(net, features, targets, horizon):
-            return net, "generic-" + str(card.get("version", generic.name))
+            return net, "generic-" + str(card.get("version", generic.name)), dict(card)
         log.info("shipped generic model does not fit the configured inputs; using the persistence forecast")
-    return persistence_net(features.n_inputs, targets, horizon), "persistence"
+    return persistence_net(features.n_inputs, targets, horizon), "persistence", {}
 
 
 class ColdStart:

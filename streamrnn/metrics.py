@@ -13,9 +13,14 @@ True
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Hard cap of the opt-in per-stream gauge (daemon.top_k_streams), whatever the config says.
+TOP_K_CAP = 100
 
 # Powers of two from 1 ms to ~16 s: batch steps, commits and snapshots all land inside.
 _SECONDS_BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
@@ -34,6 +39,8 @@ class DaemonMetrics:
         self.values_scored = Counter("streamrnn_values_scored", "Observations scored by the pipeline", registry=r)
         self.values_dropped = Counter("streamrnn_values_dropped", "Records not scored, by reason", ["reason"],
                                       registry=r)
+        self.decode_errors = Counter("streamrnn_decode_errors", "Input records the decoder rejected, by reason",
+                                     ["reason"], registry=r)
         self.dead_lettered = Counter("streamrnn_dead_letter_records", "Records sent to the dead-letter topic",
                                      registry=r)
         self.anomalies = Counter("streamrnn_anomalous_values", "Scored values at or above events.high", registry=r)
@@ -68,11 +75,70 @@ class DaemonMetrics:
         self.restores = Counter("streamrnn_restores", "Partitions restored on assignment, by source",
                                 ["source"], registry=r)
         self.model_info = Info("streamrnn_model", "The model in use", registry=r)
+        self.validation_mae = Gauge("streamrnn_model_validation_mae", "Validation MAE (normalized units) of the model "
+                                    "in use, from its card", registry=r)
+        self.baseline_mae = Gauge("streamrnn_model_baseline_mae", "The naive last-value forecast's MAE on the same "
+                                  "validation windows, from the model's card", registry=r)
+        self.model_swaps = Counter("streamrnn_model_swaps", "Models swapped in without a restart", registry=r)
+        self.retrain_runs = Counter("streamrnn_retrain_runs", "Retraining runs, by outcome", ["outcome"], registry=r)
+        self.retrain_duration = Histogram("streamrnn_retrain_duration_seconds", "Retraining runs' wall time",
+                                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+                                          registry=r)
+        self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe (end offsets) answered", registry=r)
         self.up_since = Gauge("streamrnn_start_time_seconds", "Unix time the daemon started", registry=r)
+        # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
+        for outcome in ("promoted", "rejected", "failed"):
+            self.retrain_runs.labels(outcome)
+        from streamrnn.connectors.codec import DECODE_REASONS
+        from streamrnn.records import EVENT_ACTIONS, EVENT_KINDS
 
-    def set_model(self, version: str, cell: str, hidden_size: int) -> None:
+        for kind in EVENT_KINDS:
+            for action in EVENT_ACTIONS:
+                self.events.labels(kind, action)
+        for reason in DECODE_REASONS:
+            self.decode_errors.labels(reason)
+
+    def set_model(self, version: str, cell: str, hidden_size: int, card: dict[str, Any] | None = None) -> None:
         self.model_info.info({"version": version, "cell": cell, "hidden_size": str(hidden_size)})
+        metrics = (card or {}).get("metrics", {})
+        if "val_mae" in metrics:
+            self.validation_mae.set(float(metrics["val_mae"]))
+        if "naive_val_mae" in metrics:
+            self.baseline_mae.set(float(metrics["naive_val_mae"]))
 
     def track_gauge(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Compute a gauge at scrape time (no bookkeeping in the hot path)."""
         gauge.set_function(read)
+
+
+class LagCollector(Collector):
+    """``streamrnn_consumer_lag{topic,partition}`` computed at scrape time: the broker's high watermark as last seen
+    by the consumer's fetches minus the next offset to process. Reads only cached values (no broker call from the
+    scrape thread); one series per assigned partition, a bounded set."""
+
+    def __init__(self, positions: Callable[[], Iterable[tuple[str, int, int | None, int]]]) -> None:
+        self._positions = positions  # -> (topic, partition, high watermark or None, next offset)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        lag = GaugeMetricFamily("streamrnn_consumer_lag", "Records in the partition not yet processed (high watermark "
+                                "minus next offset)", labels=["topic", "partition"])
+        for topic, partition, high, position in self._positions():
+            if high is not None:
+                lag.add_metric([topic, str(partition)], float(max(0, high - position)))
+        yield lag
+
+
+class TopEventsCollector(Collector):
+    """Opt-in ``streamrnn_open_event_peak_score{stream,kind}`` for at most ``limit`` (<= TOP_K_CAP) open events,
+    highest peak first: per-stream labels, but never more series than the cap."""
+
+    def __init__(self, top: Callable[[int], list[tuple[str, str, float]]], limit: int) -> None:
+        self._top = top
+        self._limit = max(0, min(int(limit), TOP_K_CAP))
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("streamrnn_open_event_peak_score", f"Peak score of open events, top "
+                                   f"{self._limit} streams", labels=["stream", "kind"])
+        for stream, kind, peak in self._top(self._limit) if self._limit else []:
+            family.add_metric([stream, kind], peak)
+        yield family

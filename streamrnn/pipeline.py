@@ -200,6 +200,18 @@ class Pipeline:
     def open_events(self) -> int:
         return self.residual_events.open_count() + self.flatline_events.open_count()
 
+    def top_open_events(self, limit: int) -> list[tuple[str, str, float]]:
+        """Up to ``limit`` open events as ``(stream, kind, peak score)``, highest peak first."""
+        found: list[tuple[str, str, float]] = []
+        for detector in (self.residual_events, self.flatline_events):
+            rows, peaks, kinds = detector.open_rows()
+            for row, peak, kind in zip(rows.tolist(), peaks.tolist(), kinds.tolist()):
+                stream = self.table.stream_of(row)
+                if stream is not None:
+                    found.append((stream, kind, peak))
+        found.sort(key=lambda item: (-item[2], item[0], item[1]))
+        return found[:limit]
+
     # -- the step ---------------------------------------------------------------------------------------------
     def step(self, batch: ObservationBatch) -> StepResult:
         n = len(batch)

@@ -254,6 +254,9 @@ class DaemonSettings(_Section):
     http_port: int = Field(9400, ge=0, le=65535, description="0: any free port (logged)")
     evict_every_s: float = Field(60.0, gt=0, description="look for idle streams this often (wall clock)")
     torch_threads: int = Field(1, ge=1, description="threads for the model step (1 leaves a core for Kafka I/O)")
+    top_k_streams: int = Field(
+        0, ge=0, le=100, description="export the peak score of up to this many open events per stream (0: off)"
+    )
 
 
 class LogSettings(_Section):

@@ -157,6 +157,12 @@ class EventDetector(RowStatefulMixin):
         """Events currently open over all rows (O(capacity); meant for a gauge, not the hot path)."""
         return int(np.count_nonzero(self.state["phase"] >= OPEN))
 
+    def open_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, peak scores, kind names) of the events currently open (for a capped gauge, not the hot path)."""
+        rows = np.flatnonzero(self.state["phase"] >= OPEN)
+        kinds = np.array(self.kinds, dtype=object)[self.state["kind"][rows].astype(np.int64)]
+        return rows, self.state["peak"][rows].copy(), kinds
+
     # ------------------------------------------------------------------ hot path
     def update(
         self,
