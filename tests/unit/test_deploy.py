@@ -53,3 +53,49 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
     for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "User=streamrnn",
                       "EnvironmentFile=", "Restart=on-failure"):
         assert hardening in unit
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
+    from prometheus_client import CollectorRegistry
+
+    from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
+
+    registry = CollectorRegistry()
+    DaemonMetrics(registry)
+    registry.register(LagCollector(lambda: [("t", 0, 10, 5)]))
+    registry.register(TopEventsCollector(lambda k: [("s", "spike", 0.99)], 5))
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        if family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
+    return names
+
+
+def test_every_dashboard_query_names_a_metric_the_daemon_exports():
+    import json
+    import re
+
+    dashboard = json.loads((DEPLOY / "grafana" / "streamrnn.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if v.get("type") == "query"]
+    assert len(exprs) >= 10
+    exported = _exported_metric_names()
+    used = {name for expr in exprs for name in re.findall(r"\bstreamrnn_[a-z0-9_]+", expr)}
+    assert used and not (used - exported), f"unknown metrics: {sorted(used - exported)}"
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("throughput", "lag", "latency", "events", "top anomalous", "model", "retrain"):
+        assert topic in titles
+
+
+def test_alert_rules_name_only_exported_metrics():
+    import re
+
+    text = (DEPLOY / "prometheus" / "alerts.yaml").read_text()
+    used = set(re.findall(r"\bstreamrnn_[a-z0-9_]+", text))
+    exported = _exported_metric_names()
+    assert used and not (used - exported), f"unknown metrics: {sorted(used - exported)}"
