@@ -99,3 +99,74 @@ def test_alert_rules_name_only_exported_metrics():
     used = set(re.findall(r"\bstreamrnn_[a-z0-9_]+", text))
     exported = _exported_metric_names()
     assert used and not (used - exported), f"unknown metrics: {sorted(used - exported)}"
+
+
+def _k8s_documents() -> list[dict]:
+    import yaml
+
+    docs = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def _by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config_keys(tmp_path):
+    from streamrnn.cli import build_parser
+    from streamrnn.settings import load_settings
+
+    docs = _k8s_documents()
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    config_map = _by_kind(docs, "ConfigMap")[0]
+    # The config file in the ConfigMap is valid for this version's settings (secret files swapped for a temp one).
+    toml_text = config_map["data"]["streamrnn.toml"]
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("x")
+    toml_text = toml_text.replace("/etc/streamrnn/secrets/sasl-password", str(secret_file))
+    (tmp_path / "streamrnn.toml").write_text(toml_text)
+    workloads = _by_kind(docs, "StatefulSet") + _by_kind(docs, "Deployment")
+    assert workloads
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # the CLI's sub-commands
+    for workload in workloads:
+        pod = workload["spec"]["template"]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        volumes.update({t["metadata"]["name"]: t for t in workload["spec"].get("volumeClaimTemplates", [])})
+        for container in pod["spec"]["containers"]:
+            assert container["args"][0] in commands
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            settings = load_settings(tmp_path / "streamrnn.toml",
+                                     environ={k: v for k, v in env.items() if k != "STREAMRNN_CONFIG"})
+            assert env.get("STREAMRNN_CONFIG") == "/etc/streamrnn/streamrnn.toml"
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            assert ports.get("http") == settings.daemon.http_port
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+                assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+            assert "requests" in container["resources"]
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, mount
+            mounted = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/etc/streamrnn/streamrnn.toml" in mounted
+            assert str(settings.model.path) in mounted
+        for volume in volumes.values():
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in names
+            if "secret" in volume:
+                assert ("Secret", volume["secret"]["secretName"]) in names
+            if "persistentVolumeClaim" in volume:
+                assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
+        grace = pod["spec"]["terminationGracePeriodSeconds"]
+        assert grace > load_settings(tmp_path / "streamrnn.toml", environ={}).daemon.shutdown_timeout_s
+    service = _by_kind(docs, "Service")[0]
+    scorer = _by_kind(docs, "StatefulSet")[0]
+    assert service["spec"]["selector"].items() <= scorer["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    monitor = _by_kind(docs, "ServiceMonitor")[0]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+    assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+    pdb = _by_kind(docs, "PodDisruptionBudget")[0]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= scorer["spec"]["template"]["metadata"]["labels"].items()
