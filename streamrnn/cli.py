@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true")
     p.set_defaults(func=cmd_watch)
 
+    p = sub.add_parser("reference", help="print the generated configuration or metrics reference (Markdown)")
+    p.add_argument("what", choices=("config", "metrics"))
+    p.set_defaults(func=cmd_reference)
+
     p = sub.add_parser(
         "replay", help="push CSV files through the detection pipeline, online, and write scores and events",
         description="Replay NAB-style (timestamp,value) or long-format (stream,timestamp,value[,...]) CSV files. "
@@ -168,6 +172,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         if save is not None:
             save.close()
+    return EXIT_OK
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from streamrnn.reference import config_reference, metrics_reference
+
+    sys.stdout.write(config_reference() if args.what == "config" else metrics_reference())
     return EXIT_OK
 
 
