@@ -35,12 +35,14 @@ class _Section(BaseModel):
 class ModelSettings(_Section):
     """The forecasting network (see streamrnn.model.network.NetworkConfig)."""
 
-    cell: Literal["rnn", "gru", "lstm"] = "gru"
-    hidden_size: int = Field(64, ge=1, le=4096)
-    num_layers: int = Field(1, ge=1, le=8)
-    input_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    layer_norm: bool = False
+    cell: Literal["rnn", "gru", "lstm"] = Field("gru", description="recurrent cell: rnn (Elman/tanh), gru or lstm")
+    hidden_size: int = Field(64, ge=1, le=4096, description="units per recurrent layer")
+    num_layers: int = Field(1, ge=1, le=8, description="stacked recurrent layers")
+    input_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only; one mask per sequence")
+    recurrent_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="training only; the same mask at every timestep (variational)"
+    )
+    layer_norm: bool = Field(False, description="layer normalization after each recurrent layer")
     horizon: int = Field(1, ge=1, le=1000, description="forecast this many values ahead")
     skip: bool = Field(True, description="forecast = last value + learned correction (else the level itself)")
     path: Path | None = Field(
@@ -178,13 +180,19 @@ class InputSettings(_Section):
 class KafkaSettings(_Section):
     """Connection, topics and client behaviour of `streamrnn run` and `streamrnn simulate --kafka`."""
 
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
-    client_id: str = "streamrnn"
+    bootstrap_servers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"], min_length=1, description="brokers to bootstrap from (host:port)"
+    )
+    client_id: str = Field("streamrnn", description="client id prefix seen by the brokers")
     group_id: str = Field("streamrnn", min_length=1, description="consumer group shared by all instances")
-    input_topics: list[str] = Field(default_factory=lambda: ["sensors"], min_length=1)
-    events_topic: str = Field("streamrnn.events", min_length=1)
-    scores_topic: str = Field("streamrnn.scores", min_length=1)
-    dead_letter_topic: str = Field("streamrnn.dead-letter", min_length=1)
+    input_topics: list[str] = Field(
+        default_factory=lambda: ["sensors"], min_length=1, description="topics with sensor records, keyed by stream id"
+    )
+    events_topic: str = Field("streamrnn.events", min_length=1, description="open/update/close events (JSON)")
+    scores_topic: str = Field("streamrnn.scores", min_length=1, description="per-value scores (see scores)")
+    dead_letter_topic: str = Field(
+        "streamrnn.dead-letter", min_length=1, description="unusable records, original bytes + reason headers"
+    )
     scores: Literal["off", "all", "above"] = Field(
         "above", description="publish per-value scores: off, all, or only those at or above scores_min"
     )
