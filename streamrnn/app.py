@@ -35,13 +35,13 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from streamrnn.connectors.codec import RecordDecoder, dead_letter_headers, encode_event, encode_scores
-from streamrnn.metrics import DaemonMetrics
+from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
 from streamrnn.pipeline import Pipeline
 from streamrnn.records import Event, Rejected, StepResult
 from streamrnn.settings import Settings
@@ -74,9 +74,6 @@ class DaemonStats:
     dead_lettered: int = 0
     events: int = 0
     snapshots: int = 0
-    commits: int = 0
-    rewinds: int = 0
-    restored: dict[str, int] = field(default_factory=dict)
 
 
 class Daemon:
@@ -126,8 +123,6 @@ class Daemon:
         metrics.track_gauge(metrics.active_streams, lambda: float(self.pipeline.n_streams))
         metrics.track_gauge(metrics.open_events, lambda: float(self.pipeline.open_events()))
         metrics.track_gauge(metrics.assigned_partitions, lambda: float(len(self._next_offset)))
-        from streamrnn.metrics import LagCollector, TopEventsCollector
-
         metrics.registry.register(LagCollector(self._lag_positions))
         if settings.daemon.top_k_streams:
             metrics.registry.register(TopEventsCollector(self.pipeline.top_open_events, settings.daemon.top_k_streams))
@@ -139,10 +134,6 @@ class Daemon:
         """Ask the loop to finish its batch and shut down (safe from a signal handler or another thread)."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def ready(self) -> tuple[bool, str]:
         if not self._joined:
             return False, "waiting for a partition assignment"
@@ -153,9 +144,6 @@ class Daemon:
         if self._clock() - self._broker_ok_at > _BROKER_STALE_S:
             return False, f"no answer from the broker for {self._clock() - self._broker_ok_at:.0f} s"
         return True, f"ready: {len(self._next_offset)} partitions, model {self.pipeline.model_version}"
-
-    def assigned(self) -> list[Any]:
-        return sorted(self._next_offset)
 
     def run(self) -> None:
         """Consume until :meth:`request_stop`, then shut down gracefully (flush, snapshot, commit, close)."""
@@ -352,11 +340,10 @@ class Daemon:
         log.error("the broker did not acknowledge an output record; rewinding every partition to its snapshot",
                   extra={"fields": {"error": repr(error)}})
         self.metrics.delivery_failures.inc()
-        self.stats.rewinds += 1
         partitions = set(self._next_offset)
         self._in_flight.clear()
         self._release(partitions, save=False, why="rewound")
-        self._on_assigned(partitions)
+        self._queue_restore(partitions)
 
     def _commit_async(self) -> None:
         offsets = {tp: off for tp, off in self._acked.items()
@@ -376,7 +363,6 @@ class Daemon:
             else:
                 self._last_commit_ok = True
                 self._committed.update(offsets)
-                self.stats.commits += 1
 
         try:
             self.consumer.commit_async(_commit_map(offsets), callback=done)
@@ -442,14 +428,21 @@ class Daemon:
 
     # -- assignment ------------------------------------------------------------------------------------------
     def _on_assigned(self, assigned: set[Any]) -> None:
-        """Pause newly assigned partitions; this thread restores them after ``poll`` returns (see the docstring)."""
+        """The group gave us partitions (a rebalance callback): queue the new ones for restoring."""
         self._joined = True
-        fresh = set(assigned) - set(self._next_offset)
+        fresh = self._queue_restore(assigned)
+        if fresh:
+            self.metrics.rebalances.labels("assigned").inc()
+            log.info("partitions assigned", extra={"fields": {"partitions": _names(fresh)}})
+
+    def _queue_restore(self, partitions: set[Any]) -> set[Any]:
+        """Pause partitions that hold no state here; this thread restores them after ``poll`` returns (see the
+        docstring). Returns those queued."""
+        fresh = set(partitions) - set(self._next_offset)
         if fresh:
             self._pending_assign |= fresh
             self.consumer.pause(*fresh)
-            self.metrics.rebalances.labels("assigned").inc()
-            log.info("partitions assigned", extra={"fields": {"partitions": _names(fresh)}})
+        return fresh
 
     def _restore_pending(self) -> None:
         tps = sorted(self._pending_assign)
@@ -483,7 +476,6 @@ class Daemon:
             self._pending_assign.discard(tp)
             self.consumer.resume(tp)
             self.metrics.restores.labels(source).inc()
-            self.stats.restored[source] = self.stats.restored.get(source, 0) + 1
         # A partition without a snapshot gets one at once (its empty state at its starting offset), so a crash
         # before the first scheduled snapshot replays from there instead of from a commit the state never saw.
         if initial:
@@ -630,13 +622,13 @@ def serve(settings: Settings) -> int:
     stop_requested = threading.Event()
     bound = settings.daemon.shutdown_timeout_s
 
+    finished = threading.Event()
+
     def watchdog() -> None:
         if not finished.wait(bound):
             log.error("graceful shutdown exceeded its bound; exiting", extra={"fields": {"bound_s": bound}})
             logging.shutdown()
             os._exit(1)
-
-    finished = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         if stop_requested.is_set():

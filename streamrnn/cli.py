@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from streamrnn.connectors.kafka_clients import consumer_kwargs
+    from streamrnn.connectors.kafka_clients import connection_kwargs
     from streamrnn.watch import follow
 
     import signal
@@ -165,7 +165,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     save = open(args.save, "ab") if args.save else None
     try:
-        follow(consumer_kwargs(settings.kafka, "watch"), settings.kafka.events_topic, from_beginning=not args.from_end,
+        follow(connection_kwargs(settings.kafka, "watch"), settings.kafka.events_topic, from_beginning=not args.from_end,
                idle_exit_s=args.idle_exit, save=save, color=False if args.no_color else None, stop=stopped.is_set)
     except KeyboardInterrupt:
         pass

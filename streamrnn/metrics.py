@@ -19,6 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streamrnn.connectors.codec import DECODE_REASONS
+from streamrnn.records import EVENT_ACTIONS, EVENT_KINDS
+
 # Hard cap of the opt-in per-stream gauge (daemon.top_k_streams), whatever the config says.
 TOP_K_CAP = 100
 
@@ -89,9 +92,6 @@ class DaemonMetrics:
         # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
         for outcome in ("promoted", "rejected", "failed"):
             self.retrain_runs.labels(outcome)
-        from streamrnn.connectors.codec import DECODE_REASONS
-        from streamrnn.records import EVENT_ACTIONS, EVENT_KINDS
-
         for kind in EVENT_KINDS:
             for action in EVENT_ACTIONS:
                 self.events.labels(kind, action)

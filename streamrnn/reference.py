@@ -61,7 +61,8 @@ def config_reference() -> str:
     return "\n".join(lines)
 
 
-def metrics_reference() -> str:
+def example_registry() -> Any:
+    """A registry holding every metric the daemon can export, the scrape-time collectors with one sample each."""
     from prometheus_client import CollectorRegistry
 
     from streamrnn.metrics import TOP_K_CAP, DaemonMetrics, LagCollector, TopEventsCollector
@@ -70,6 +71,13 @@ def metrics_reference() -> str:
     DaemonMetrics(registry)
     registry.register(LagCollector(lambda: [("topic", 0, 1, 0)]))
     registry.register(TopEventsCollector(lambda k: [("stream", "spike", 1.0)], TOP_K_CAP))
+    return registry
+
+
+def metrics_reference() -> str:
+    from streamrnn.metrics import TOP_K_CAP
+
+    registry = example_registry()
     lines = [
         "# Metrics reference",
         "",
@@ -82,11 +90,8 @@ def metrics_reference() -> str:
         "|---|---|---|---|",
     ]
     for family in sorted(registry.collect(), key=lambda f: f.name):
-        name = family.name + ("_total" if family.type == "counter" else "")
-        name = family.name + "_info" if family.type == "info" else name
-        labels = sorted({k for s in family.samples for k in s.labels if k not in ("le",)})
-        if family.type == "info":
-            labels = sorted(labels)
+        name = family.name + {"counter": "_total", "info": "_info"}.get(family.type, "")
+        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
         lines.append(f"| `{name}` | {family.type} | {', '.join(f'`{x}`' for x in labels) or '-'} | "
                      f"{family.documentation} |")
     lines.append("")

@@ -38,18 +38,19 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
-def follow(consumer_kwargs: dict[str, Any], topic: str, out: IO[str] = sys.stdout, from_beginning: bool = True,
+def follow(connection: dict[str, Any], topic: str, out: IO[str] = sys.stdout, from_beginning: bool = True,
            idle_exit_s: float = 0.0, save: IO[bytes] | None = None, color: bool | None = None,
            stop: Any = None) -> int:
     """Print events as they arrive until interrupted, or until ``idle_exit_s`` without new events (0: never).
+
+    ``connection`` holds the client's connection and security options (see kafka_clients.connection_kwargs).
 
     Returns the number of events printed. ``save`` receives each event as a JSON line.
     """
     from kafka import KafkaConsumer, TopicPartition
 
     use_color = out.isatty() if color is None else color
-    kwargs = {k: v for k, v in consumer_kwargs.items() if k not in ("group_id", "enable_auto_commit")}
-    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **kwargs)
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **connection)
     printed = 0
     try:
         partitions: set[int] | None = None

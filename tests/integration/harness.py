@@ -54,7 +54,7 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
 
 def daemon_sections(bootstrap: str, topic: str, state_dir: Path, *, group: str | None = None,
                     **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A test daemon config: fast commits and snapshots, all scores published, the persistence-free generic model."""
+    """A test daemon config: fast commits and snapshots, all scores published, the shipped generic model."""
     sections: dict[str, dict[str, Any]] = {
         "kafka": {
             "bootstrap_servers": [bootstrap],

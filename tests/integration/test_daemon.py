@@ -175,7 +175,7 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_good_ones_are_unaffec
     p.flush()
     p.close()
 
-    sections, daemon = _run_to_end(tmp_path, bootstrap, topic, "dlq")
+    _run_to_end(tmp_path, bootstrap, topic, "dlq")
     dead = read_topic(bootstrap, f"{topic}.dlq", min_count=len(expected_bad))
     assert len(dead) == len(expected_bad)
     by_offset = {int(dict(r.headers)["streamrnn.source.offset"]): r for r in dead}
@@ -193,7 +193,6 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_good_ones_are_unaffec
                             "empty", "duplicate_timestamp"}
     scored = _scored_keys(bootstrap, f"{topic}.scores", len(rows))
     assert sorted(scored) == sorted((s, t) for s, t, _v in rows)  # every good record once, nothing else
-    assert daemon.metric  # the process is gone; its counters were checked through Kafka above
 
 
 def test_keeps_running_through_a_20_s_broker_outage_and_catches_up(kafka_broker, new_topic, tmp_path):

@@ -9,7 +9,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 from harness import daemon_sections, free_port, produce_observations, start_daemon, wait_committed
@@ -112,4 +111,3 @@ def test_prometheus_scrapes_the_daemon_and_the_key_series_move(kafka_broker, new
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.ensure_dead()
-    assert Path(tmp_path / "prometheus.yml").exists()

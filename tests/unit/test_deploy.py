@@ -57,16 +57,10 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
 
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
-    from prometheus_client import CollectorRegistry
+    from streamrnn.reference import example_registry
 
-    from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
-
-    registry = CollectorRegistry()
-    DaemonMetrics(registry)
-    registry.register(LagCollector(lambda: [("t", 0, 10, 5)]))
-    registry.register(TopEventsCollector(lambda k: [("s", "spike", 0.99)], 5))
     names = set()
-    for family in registry.collect():
+    for family in example_registry().collect():
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
         if family.type == "counter":
