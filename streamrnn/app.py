@@ -46,6 +46,7 @@ from streamrnn.pipeline import Pipeline
 from streamrnn.records import Event, Rejected, StepResult
 from streamrnn.settings import Settings
 from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
+from streamrnn.serving import ModelLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ class Daemon:
         metrics: DaemonMetrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        lifecycle: ModelLifecycle | None = None,
     ) -> None:
         self.settings = settings
+        self.lifecycle = lifecycle
         self.pipeline = pipeline
         self.consumer = consumer
         self.producer = producer
@@ -196,6 +199,8 @@ class Daemon:
                 if now >= self._next_evict:
                     self._evict()
                     self._next_evict = now + self.settings.daemon.evict_every_s
+                if self.lifecycle is not None:
+                    self.lifecycle.poll(self.pipeline, self.pipeline.n_streams)
                 if now >= self._next_probe:
                     self._probe_broker()
                     self._next_probe = self._clock() + _PROBE_EVERY_S
@@ -252,6 +257,8 @@ class Daemon:
         for item in rejected:
             self.metrics.decode_errors.labels(item.reason).inc()
         result = self.pipeline.step(batch)
+        if self.lifecycle is not None and len(result.scores):
+            self.lifecycle.observe(result.scores.residual[~result.scores.warming_up])
 
         # The state of each stream now belongs to the partition its latest record came from.
         if len(batch):
@@ -575,8 +582,8 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
     net = pipeline.stepper.net
     metrics.set_model(pipeline.model_version, net.config.cell, net.config.hidden_size, card)
     k = settings.kafka
-    if settings.coldstart.policy == "own_history":
-        log.info("the daemon scores with the configured model; own-history training runs in the trainer",
+    if settings.registry.directory is None:
+        log.info("no model registry configured: the model stays as loaded (no retraining, no hot swap)",
                  extra={"fields": {"model": pipeline.model_version}})
     if k.create_topics:
         admin = KafkaAdminClient(**admin_kwargs(k))
@@ -595,8 +602,13 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
         store = DirectoryStore(c.directory, k.group_id)
     from streamrnn.connectors.codec import DecoderConfig
 
+    from streamrnn.model.registry import ModelRegistry
+    from streamrnn.serving import ModelLifecycle
+
+    registry = ModelRegistry(settings.registry.directory) if settings.registry.directory is not None else None
+    lifecycle = ModelLifecycle(registry, settings, metrics, source=k.client_id)
     return Daemon(settings, pipeline, consumer, producer, store, RecordDecoder(DecoderConfig.from_settings(settings)),
-                  metrics)
+                  metrics, lifecycle=lifecycle)
 
 
 def serve(settings: Settings) -> int:

@@ -97,6 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
+        "trainer", help="retrain from the daemons' snapshotted history and publish to the model registry",
+        description="Runs until SIGTERM/SIGINT: on the retrain.* triggers (clock, requests from daemons that saw "
+        "drift or enough new values) it reads the checkpoint store, trains a challenger warm-started from the "
+        "champion and promotes it only if it beats the champion and the naive forecast on the same validation "
+        "windows. Serves /metrics, /healthz, /readyz on retrain.http_port. Needs registry.directory.",
+    )
+    _add_config(p)
+    p.add_argument("--once", action="store_true", help="one run now, print its outcome, exit (1 if it failed)")
+    p.set_defaults(func=cmd_trainer)
+
+    p = sub.add_parser("models", help="list, inspect, promote or roll back model versions in the registry",
+                       description="The registry is registry.directory, or --registry.")
+    _add_config(p)
+    p.add_argument("--registry", type=Path, default=None, help="registry directory (default: registry.directory)")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    q = msub.add_parser("list", help="every version with its status, validation MAE and decision")
+    q.add_argument("--json", action="store_true")
+    q = msub.add_parser("show", help="one version's card (JSON)")
+    q.add_argument("version", help="a version, or 'champion'")
+    q = msub.add_parser("promote", help="make a version the champion (daemons swap it in)")
+    q.add_argument("version")
+    q.add_argument("--reason", default="promoted by hand")
+    q = msub.add_parser("rollback", help="put the previous champion back")
+    q.add_argument("--reason", default="rolled back by hand")
+    q = msub.add_parser("retrain", help="ask the trainer for a run at its next look")
+    q.add_argument("--reason", default="asked by hand")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
         "simulate", help="generate synthetic sensor streams with injected, labeled anomalies",
         description="Write the streams as CSV files or, with --kafka, produce them to the input topic (JSON records "
         "keyed by stream id, in timestamp order); the ground truth goes to the output directory either way.",
@@ -202,6 +231,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             train_config_from_settings(settings),
             settings.coldstart.min_history,
             settings.coldstart.retrain_every,
+            promote_margin=settings.retrain.promote_margin,
         )
     report = replay(
         args.input, args.output, pipeline, batch_size=settings.replay.batch_size, coldstart=coldstart,
@@ -316,6 +346,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rows = write_long_csv(args.output / "data.csv", iter_observations(sim))
         windows, anomalies = write_truth(args.output, sim)
         print(f"wrote {rows} rows to {args.output / 'data.csv'}, truth to {windows} and {anomalies}")
+    return EXIT_OK
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.registry.directory is None:
+        print("streamrnn: trainer: set registry.directory (or STREAMRNN_REGISTRY__DIRECTORY)", file=sys.stderr)
+        return EXIT_USAGE
+    from streamrnn.trainer_app import serve_trainer
+
+    return serve_trainer(settings, once=args.once)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    directory = args.registry or settings.registry.directory
+    if directory is None:
+        print("streamrnn: models: give --registry or set registry.directory", file=sys.stderr)
+        return EXIT_USAGE
+    from streamrnn.model.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(directory)
+    try:
+        if args.models_command == "list":
+            entries = registry.versions()
+            if args.json:
+                print(orjson.dumps(entries).decode())
+                return EXIT_OK
+            print(f"{'version':<32} {'status':<12} {'val MAE':>8} {'champ.':>8} {'naive':>8}  reason")
+            for e in entries:
+                cells = [f"{e[k]:>8.4f}" if isinstance(e[k], (int, float)) else f"{'-':>8}"
+                         for k in ("val_mae", "champion_val_mae", "naive_val_mae")]
+                print(f"{e['version']:<32} {e['status']:<12} {' '.join(cells)}  {e['reason']}")
+            if not entries:
+                print(f"(no model versions in {directory})")
+        elif args.models_command == "show":
+            version = registry.champion() if args.version == "champion" else args.version
+            if version is None:
+                raise RegistryError(f"{directory}: no champion")
+            print(orjson.dumps(registry.card(version), option=orjson.OPT_INDENT_2).decode())
+        elif args.models_command == "promote":
+            registry.promote(args.version, args.reason)
+            print(f"champion: {registry.champion()}")
+        elif args.models_command == "rollback":
+            print(f"champion: {registry.rollback(args.reason)}")
+        elif args.models_command == "retrain":
+            print(f"requested: {registry.request_retrain(args.reason, source='cli')}")
+    except RegistryError as error:
+        print(f"streamrnn: models: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

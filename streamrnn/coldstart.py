@@ -8,7 +8,8 @@ Policy (documented in the README, 'Cold start'):
   value") is used instead.
 - ``own_history``: start as above; once the streams have ``min_history`` values, train a model on their history
   buffers (anomalous values masked out of the loss), warm-started from the current one, and swap it in if its
-  validation MAE beats the naive baseline; retrain every ``retrain_every`` values per stream if set.
+  validation MAE beats the current model's and the naive baseline's (the trainer's champion/challenger rule,
+  :mod:`streamrnn.training.retrain`); retrain every ``retrain_every`` values per stream if set.
 
 Owns: model selection at start and the in-process retraining schedule. Loading/saving artifacts is
 :mod:`streamrnn.model.artifact`; the swap itself is :meth:`streamrnn.pipeline.Pipeline.swap_model`.
@@ -27,6 +28,7 @@ from streamrnn.features import FeatureBuilder
 from streamrnn.model.artifact import ArtifactError, latest_artifact, load_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.model.persistence import persistence_net
+from streamrnn.model.registry import resolve_model_path
 
 if TYPE_CHECKING:
     from streamrnn.pipeline import Pipeline
@@ -66,7 +68,11 @@ def build_pipeline_and_card(settings: Any) -> tuple["Pipeline", dict[str, Any]]:
     from streamrnn.pipeline import Pipeline, PipelineConfig
 
     config = PipelineConfig.from_settings(settings)
-    net, version, card = load_model_and_card(settings.model.path, config.features, config.targets, config.horizon)
+    model_path = settings.model.path
+    registry = settings.registry.directory
+    if registry is not None and resolve_model_path(registry) is not None:
+        model_path = registry  # the registry's champion serves once there is one
+    net, version, card = load_model_and_card(model_path, config.features, config.targets, config.horizon)
     return Pipeline(config, net, version), card
 
 
@@ -78,7 +84,7 @@ def _fits(net: ForecastNet, features: FeatureBuilder, targets: tuple[int, ...], 
 def load_model(
     model_path: Path | None, features: FeatureBuilder, targets: tuple[int, ...], horizon: int
 ) -> tuple[ForecastNet, str]:
-    """The configured artifact (a version directory, or a registry directory: its newest version), else the
+    """The configured artifact (a version directory, or a registry directory: its champion), else the
     shipped generic model if it fits the inputs, else the persistence forecaster."""
     net, version, _card = load_model_and_card(model_path, features, targets, horizon)
     return net, version
@@ -90,7 +96,7 @@ def load_model_and_card(
     """:func:`load_model` and the artifact's card."""
     if model_path is not None:
         path = Path(model_path)
-        artifact = path if (path / "card.json").is_file() else latest_artifact(path)
+        artifact = resolve_model_path(path)
         if artifact is None:
             raise ModelLoadError(f"model.path {path}: no model artifact found")
         try:
@@ -115,8 +121,10 @@ def load_model_and_card(
 class ColdStart:
     """The ``own_history`` policy: train from the pipeline's history buffers on a schedule counted in values."""
 
-    def __init__(self, net_config: NetworkConfig, train_config: Any, min_history: int, retrain_every: int) -> None:
+    def __init__(self, net_config: NetworkConfig, train_config: Any, min_history: int, retrain_every: int,
+                 promote_margin: float = 0.0) -> None:
         self.net_config = net_config
+        self.promote_margin = promote_margin
         self.train_config = train_config
         self.min_history = min_history
         self.retrain_every = retrain_every
@@ -140,27 +148,18 @@ class ColdStart:
         return self._train_and_swap(pipeline, rows)
 
     def _train_and_swap(self, pipeline: Any, rows: np.ndarray) -> bool:
-        from streamrnn.training.trainer import train
+        """The same champion/challenger run as the trainer process, on the live history, then a hot swap."""
+        from streamrnn.training.retrain import PromotionPolicy, Retrainer, TrainingData, collect
 
-        series, masks = [], []
-        for row in rows:
-            inputs, anomalous = pipeline.history_inputs(int(row))
-            if len(inputs) >= self.train_config.window * 2:
-                series.append(inputs)
-                masks.append(~anomalous)
-        current = pipeline.stepper.net
-        init = current if type(current) is ForecastNet and current.config == self.net_config else None
-        try:
-            result = train(series, self.net_config, self.train_config, masks=masks, init=init)
-        except ValueError as error:
-            log.warning("cold-start training skipped", extra={"fields": {"reason": str(error)}})
+        data = collect(pipeline, TrainingData(), min_history=self.train_config.window * 2)
+        retrainer = Retrainer(self.net_config, self.train_config, PromotionPolicy(self.promote_margin))
+        outcome = retrainer.run(data, pipeline.stepper.net, pipeline.model_version, trigger="own history")
+        self.last_metrics = outcome.metrics or None
+        log.info("own-history training done", extra={"fields": {
+            "outcome": outcome.decision.outcome, "reason": outcome.decision.reason}})
+        if outcome.decision.outcome != "promoted" or outcome.model is None:
             return False
-        self.last_metrics = dict(result.metrics)
-        metrics = result.metrics
-        log.info("cold-start training done", extra={"fields": {k: metrics[k] for k in ("val_mae", "naive_val_mae")}})
-        if not metrics["val_mae"] < metrics["naive_val_mae"]:
-            return False
-        pipeline.swap_model(result.model, version=f"own-history-{self.trainings}")
+        pipeline.swap_model(outcome.model, version=f"own-history-{self.trainings}")
         return True
 
 

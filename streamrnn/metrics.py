@@ -22,6 +22,9 @@ from prometheus_client.registry import Collector
 from streamrnn.connectors.codec import DECODE_REASONS
 from streamrnn.records import EVENT_ACTIONS, EVENT_KINDS
 
+RETRAIN_OUTCOMES = ("promoted", "rejected", "skipped", "failed")
+RETRAIN_TRIGGERS = ("drift", "new_values")
+
 # Hard cap of the opt-in per-stream gauge (daemon.top_k_streams), whatever the config says.
 TOP_K_CAP = 100
 
@@ -83,15 +86,19 @@ class DaemonMetrics:
         self.baseline_mae = Gauge("streamrnn_model_baseline_mae", "The naive last-value forecast's MAE on the same "
                                   "validation windows, from the model's card", registry=r)
         self.model_swaps = Counter("streamrnn_model_swaps", "Models swapped in without a restart", registry=r)
-        self.retrain_runs = Counter("streamrnn_retrain_runs", "Retraining runs, by outcome", ["outcome"], registry=r)
-        self.retrain_duration = Histogram("streamrnn_retrain_duration_seconds", "Retraining runs' wall time",
-                                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
-                                          registry=r)
+        self.rollbacks = Counter("streamrnn_model_rollbacks", "Models rolled back after their probation",
+                                 registry=r)
+        self.retrain_requests = Counter("streamrnn_retrain_requests", "Retrain runs asked of the trainer, by trigger",
+                                        ["trigger"], registry=r)
+        self.live_mae = Gauge("streamrnn_live_residual_mae", "Mean absolute normalized forecast residual over the "
+                              "last drift block of scored values", registry=r)
+        self.on_probation = Gauge("streamrnn_model_probation", "1 while a newly swapped model is judged on live "
+                                  "values", registry=r)
         self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe (end offsets) answered", registry=r)
         self.up_since = Gauge("streamrnn_start_time_seconds", "Unix time the daemon started", registry=r)
         # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
-        for outcome in ("promoted", "rejected", "failed"):
-            self.retrain_runs.labels(outcome)
+        for trigger in RETRAIN_TRIGGERS:
+            self.retrain_requests.labels(trigger)
         for kind in EVENT_KINDS:
             for action in EVENT_ACTIONS:
                 self.events.labels(kind, action)
@@ -109,6 +116,28 @@ class DaemonMetrics:
     def track_gauge(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Compute a gauge at scrape time (no bookkeeping in the hot path)."""
         gauge.set_function(read)
+
+
+class TrainerMetrics:
+    """The trainer process's metrics (``streamrnn trainer``), on its own registry and HTTP port."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.retrain_runs = Counter("streamrnn_retrain_runs", "Retraining runs, by outcome", ["outcome"], registry=r)
+        self.retrain_duration = Histogram("streamrnn_retrain_duration_seconds", "Retraining runs' wall time",
+                                          buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf")),
+                                          registry=r)
+        self.validation_mae = Gauge("streamrnn_retrain_validation_mae", "Validation MAE (normalized units) of the "
+                                    "last run on its validation windows, by model", ["model"], registry=r)
+        self.last_run = Gauge("streamrnn_retrain_last_run_timestamp_seconds", "Unix time the last run ended",
+                              registry=r)
+        self.training_streams = Gauge("streamrnn_retrain_streams", "Streams the last run trained on", registry=r)
+        self.up_since = Gauge("streamrnn_trainer_start_time_seconds", "Unix time the trainer started", registry=r)
+        for outcome in RETRAIN_OUTCOMES:
+            self.retrain_runs.labels(outcome)
+        for model in ("challenger", "champion", "naive"):
+            self.validation_mae.labels(model)
 
 
 class LagCollector(Collector):

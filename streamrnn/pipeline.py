@@ -73,6 +73,7 @@ class PipelineConfig:
     level_shift_delta: float = 0.5
     idle_ttl_s: float = 7 * 86400.0
     history_size: int = 2048
+    prime_values: int = 256
     capacity: int = 1024
 
     @classmethod
@@ -112,6 +113,7 @@ class PipelineConfig:
             level_shift_delta=s.events.level_shift_delta,
             idle_ttl_s=s.state.idle_ttl_s,
             history_size=s.state.history_size,
+            prime_values=s.registry.prime_values,
             capacity=s.state.initial_capacity,
         )
 
@@ -368,7 +370,9 @@ class Pipeline:
         shifted = self.level_shift.update(rows, bias)
         flat_score = self.flatline.update(rows, x[:, self._targets[0]])
         flat_score = np.where(normalizer_warming, 0.0, flat_score)
-        self.history.append(rows, ts, x, excluded)
+        # Values inside an open event are kept out of training as well as those scored anomalous.
+        in_event = self.residual_events.is_open(rows) | self.flatline_events.is_open(rows)
+        self.history.append(rows, ts, x, excluded | in_event)
         self.table.advance(rows, ts, learn_interval=~gap)
 
         ids = batch.stream[idx]
@@ -411,38 +415,47 @@ class Pipeline:
         z = self.normalizer.transform(rows, values.astype(np.float64))
         return self.config.features.build(z, ts), anomalous
 
-    def swap_model(self, net: ForecastNet, version: str, prime_len: int = 256) -> None:
-        """Start using ``net`` without stopping: every stream's hidden state is rebuilt by running the new model
-        over the last ``prime_len`` values of its history (batched over streams of equal history length), and its
-        pending forecasts are replaced by the new model's."""
+    def swap_model(self, net: ForecastNet, version: str, prime_len: int | None = None) -> None:
+        """Start using ``net`` without stopping: every stream is re-primed (:meth:`reprime`) under the new model."""
         if net.config.n_features != self.config.features.n_inputs or tuple(net.config.targets) != self.config.targets:
             raise ValueError("the new model does not fit the pipeline's inputs/targets")
+        if net.config.horizon != self.config.horizon:
+            raise ValueError("the new model's horizon differs from the pipeline's")
         if net.state_size != self.stepper.state_size:
             self.stepper = ModelStepper(net, self.stepper.capacity)
         else:
             self.stepper.swap(net)
         self.model_version = version
+        rows = np.array(sorted(r for _s, r in self.table.streams()), dtype=np.int64)
+        self.reprime(rows, prime_len)
+
+    def reprime(self, rows: np.ndarray, prime_len: int | None = None) -> None:
+        """Rebuild the hidden states and pending forecasts of ``rows`` by running the current model over the last
+        ``prime_len`` values of their history (default ``config.prime_values``), batched over rows of equal
+        length. Hidden states computed under other weights do not fit these ones; this is what they would be had
+        the model run from the buffer's (or window's) start, so scores continue without a jump."""
+        prime_len = self.config.prime_values if prime_len is None else prime_len
         h = self.config.horizon
-        by_length: dict[int, list[int]] = {}
-        for _stream, row in self.table.streams():
-            length = int(min(self.history.length(np.array([row]))[0], prime_len))
-            by_length.setdefault(length, []).append(row)
-        for length, rows_list in by_length.items():
-            rows = np.array(rows_list, dtype=np.int64)
-            self.stepper.reset(rows)
-            self.own["forecast"][rows] = np.nan
+        lengths = np.minimum(self.history.length(rows), prime_len) if len(rows) else np.zeros(0, dtype=np.int64)
+        for length in np.unique(lengths).tolist():
+            group = rows[lengths == length]
+            self.stepper.reset(group)
+            self.own["forecast"][group] = np.nan
             if length == 0:
                 continue
-            inputs = np.stack([self.history_inputs(int(r), length)[0] for r in rows])
-            forecast_z = self.stepper.run(rows, inputs)[:, -h:, :].astype(np.float64)  # [n, h', targets]
-            scale = self.normalizer.scale(rows)[:, self._targets]
-            mean = self.normalizer.mean(rows)[:, self._targets]
-            count = self.table.state["count"][rows]
-            for j in range(forecast_z.shape[1]):
-                # The forecast made at history step (count - k) targets step (count - k + h): ring slot (count-k)%h.
-                k = forecast_z.shape[1] - j
-                slot = (count - k) % h
-                self.own["forecast"][rows, slot] = forecast_z[:, j] * scale + mean
+            for start in range(0, len(group), 4096):  # bounds the [rows, length, inputs] block in memory
+                chunk = group[start:start + 4096]
+                inputs = np.stack([self.history_inputs(int(r), length)[0] for r in chunk])
+                forecast_z = self.stepper.run(chunk, inputs)[:, -h:, :].astype(np.float64)  # [n, h', targets]
+                scale = self.normalizer.scale(chunk)[:, self._targets]
+                mean = self.normalizer.mean(chunk)[:, self._targets]
+                count = self.table.state["count"][chunk]
+                for j in range(forecast_z.shape[1]):
+                    # The forecast made at history step (count - k) targets step (count - k + h): ring slot
+                    # (count-k) % h.
+                    k = forecast_z.shape[1] - j
+                    slot = (count - k) % h
+                    self.own["forecast"][chunk, slot] = forecast_z[:, j] * scale + mean
 
     # -- eviction, snapshots ----------------------------------------------------------------------------------
     def evict_idle(self, now: float) -> tuple[list[str], list[Event]]:
@@ -502,9 +515,8 @@ class Pipeline:
         if snapshot.get("model_version", "") == self.model_version:
             self.stepper.restore(rows, stages["model"])
         else:
-            # Hidden states of another model do not fit this one: start them afresh (forecasts too).
-            self.stepper.reset(rows)
-            self.own["forecast"][rows] = np.nan
+            # Saved under another model (one swapped in since): its hidden states do not fit this one.
+            self.reprime(rows)
 
 
 def _empty_scores() -> ScoreBatch:

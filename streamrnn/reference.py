@@ -62,13 +62,15 @@ def config_reference() -> str:
 
 
 def example_registry() -> Any:
-    """A registry holding every metric the daemon can export, the scrape-time collectors with one sample each."""
+    """A registry holding every metric the daemon and the trainer export, the scrape-time collectors with one
+    sample each."""
     from prometheus_client import CollectorRegistry
 
-    from streamrnn.metrics import TOP_K_CAP, DaemonMetrics, LagCollector, TopEventsCollector
+    from streamrnn.metrics import TOP_K_CAP, DaemonMetrics, LagCollector, TopEventsCollector, TrainerMetrics
 
     registry = CollectorRegistry()
     DaemonMetrics(registry)
+    TrainerMetrics(registry)  # served by the trainer process; one registry here for the reference
     registry.register(LagCollector(lambda: [("topic", 0, 1, 0)]))
     registry.register(TopEventsCollector(lambda k: [("stream", "spike", 1.0)], TOP_K_CAP))
     return registry

@@ -146,6 +146,53 @@ class ColdStartSettings(_Section):
     retrain_every: int = Field(0, ge=0, description="retrain every N values per stream (0: train once)")
 
 
+class RetrainSettings(_Section):
+    """When the trainer retrains and what it takes to promote the result (see docs/retraining.md)."""
+
+    interval_s: float = Field(3600.0, ge=0, description="retrain this often (0: not on a clock)")
+    every_values: int = Field(
+        0, ge=0, description="retrain after this many new values per stream on average since the last run (0: off)"
+    )
+    min_interval_s: float = Field(
+        300.0, ge=0, description="never start runs closer together than this, whatever triggers them"
+    )
+    drift: bool = Field(True, description="the daemon watches its residuals and asks for a run when they drift up")
+    drift_detector: Literal["adwin", "page_hinkley"] = Field(
+        "adwin", description="river detector fed with block means of the absolute normalized residuals"
+    )
+    drift_block: int = Field(
+        2000, ge=1, description="values per detector update (one block mean; keeps the detector off the hot path)"
+    )
+    min_history: int = Field(500, ge=2, description="values a stream needs in its history buffer to be trained on")
+    max_streams: int = Field(2000, ge=1, description="train on at most this many streams (a seeded random sample)")
+    promote_margin: float = Field(
+        0.02, ge=0, lt=1,
+        description="a challenger must beat the champion and the naive forecast by this fraction of their "
+        "validation MAE",
+    )
+    poll_s: float = Field(5.0, gt=0, description="the trainer checks its triggers this often")
+    http_port: int = Field(9401, ge=0, le=65535, description="the trainer's /metrics, /healthz, /readyz (0: any)")
+
+
+class RegistrySettings(_Section):
+    """The model registry shared by trainer and daemons, hot swap and automatic rollback."""
+
+    directory: Path | None = Field(
+        None, description="registry directory (a shared volume in Kubernetes); empty: no registry, no hot swap"
+    )
+    poll_s: float = Field(10.0, gt=0, description="the daemon looks for a new champion this often")
+    prime_values: int = Field(
+        256, ge=0, description="on a swap, rebuild each stream's hidden state from this many history values"
+    )
+    probation_values: int = Field(
+        20000, ge=1, description="after a swap, judge the new model on this many scored values"
+    )
+    rollback_ratio: float = Field(
+        1.3, gt=1, description="roll back if the live residual MAE on probation exceeds the one before the "
+        "swap times this"
+    )
+
+
 class ReplaySettings(_Section):
     batch_size: int = Field(4096, ge=1, description="values per micro-batch")
 
@@ -287,6 +334,8 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     training: TrainingSettings = TrainingSettings()
     coldstart: ColdStartSettings = ColdStartSettings()
+    retrain: RetrainSettings = RetrainSettings()
+    registry: RegistrySettings = RegistrySettings()
     replay: ReplaySettings = ReplaySettings()
     input: InputSettings = InputSettings()
     kafka: KafkaSettings = KafkaSettings()

@@ -168,12 +168,15 @@ def _impute_masked(x: np.ndarray, mask: np.ndarray | None, targets: Sequence[int
 
 def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config: TrainConfig | None = None,
           masks: Sequence[np.ndarray | None] | None = None, init: ForecastNet | None = None,
-          log: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          log: Callable[[dict[str, float]], None] | None = None,
+          compare: Mapping[str, ForecastNet] | None = None) -> TrainResult:
     """Train a forecaster on ``series`` (each ``[T]`` or ``[T, n_features]``, already normalized).
 
     ``masks`` (one per series, ``[T]`` or ``[T, F]`` bool, True = usable, or None) remove targets from the loss and
     the metrics; ``init`` warm-starts from a copy of an existing network with the same config (not modified);
-    ``log`` receives one dict per epoch (epoch, train_loss, val_mse, val_mae, seconds).
+    ``log`` receives one dict per epoch (epoch, train_loss, val_mse, val_mae, seconds); each model of ``compare``
+    (e.g. ``{"champion": net}``) is evaluated on exactly the same validation windows, as ``<name>_val_mae`` and
+    ``<name>_val_mse`` in the metrics.
     """
     cfg = train_config or TrainConfig()
     if cfg.horizon != net_config.horizon:
@@ -253,6 +256,11 @@ def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config:
             model.load_state_dict(best[2])
             final_val = _evaluate(model, Xv, Yv, Mv, cfg.batch_size)
             final_train = _evaluate(model, Xt, Yt, Mt, cfg.batch_size)
+            compared = {}
+            for name, other in (compare or {}).items():
+                # A copy: the caller's (serving) network keeps its device and mode.
+                result = _evaluate(copy.deepcopy(other).to(device), Xv, Yv, Mv, cfg.batch_size)
+                compared[f"{name}_val_mae"], compared[f"{name}_val_mse"] = result["mae"], result["mse"]
         finally:
             if device.type == "cpu":
                 torch.set_num_threads(prev_threads)
@@ -262,7 +270,7 @@ def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config:
         "naive_val_mae": naive_mae, "naive_val_mse": naive_mse, "best_epoch": best[1], "epochs_run": len(history),
         "stopped_early": stopped_early, "n_train_windows": tr.n, "n_val_windows": va.n,
         "n_val_targets": int(va.M.sum()), "n_series": len(series), "device": str(device),
-        "wall_s": time.perf_counter() - t_start,
+        "wall_s": time.perf_counter() - t_start, **compared,
     }
     return TrainResult(model=model.cpu().eval(), metrics=metrics, history=history, net_config=net_config,
                        train_config=cfg)

@@ -137,18 +137,53 @@ def test_snapshot_restore_round_trip_continues_identically():
     assert [e.to_dict() for e in got.events] == [e.to_dict() for e in expected.events]
 
 
-def test_restore_under_another_model_version_resets_hidden_state():
+def test_restore_under_another_model_version_reprimes_from_history():
+    """A snapshot taken under another model: hidden state and pending forecast are exactly what the new model gives
+    when run over the stream's history from the buffer's start (with today's normalization), not zeros."""
     data = series(1, 100)
     rows = [("s0", t, v) for t, v in zip(*data["s0"])]
     p = make_pipeline()
     p.step(ObservationBatch.from_rows(rows))
     snap = p.snapshot()
-    q = Pipeline(p.config, make_net(), "other-version")
+    new_net = make_net(seed=7)
+    q = Pipeline(p.config, new_net, "other-version")
     q.restore(snap)
     row = q.table.row_of("s0")
-    assert torch.count_nonzero(q.stepper.state[row]) == 0
-    assert np.isnan(q.own["forecast"][row]).all()
+    inputs, _flags = q.history_inputs(row)
+    assert len(inputs) == 100 and q.config.prime_values >= 100
+    with torch.no_grad():
+        forecast_z, state = new_net(torch.from_numpy(inputs[None].astype(np.float32)))
+    torch.testing.assert_close(q.stepper.state[row], state[0], rtol=1e-5, atol=1e-6)
+    scale = q.normalizer.scale(np.array([row]))[0, 0]
+    mean = q.normalizer.mean(np.array([row]))[0, 0]
+    expected = float(forecast_z[0, -1, 0]) * scale + mean
+    slot = int(q.table.state["count"][row] - 1) % q.config.horizon
+    assert q.own["forecast"][row, slot, 0] == pytest.approx(expected, rel=1e-5)
+    assert not np.allclose(q.stepper.state[row].numpy(), p.stepper.state[p.table.row_of("s0")].numpy())
     assert q.normalizer.state["count"][row] == p.normalizer.state["count"][p.table.row_of("s0")]
+
+
+def test_swap_model_reprimes_every_stream_like_a_run_from_the_start():
+    data = series(3, 150)
+    rows = [(s, t, v) for s, (ts, vs) in data.items() for t, v in zip(ts, vs)]
+    p = make_pipeline()
+    p.step(ObservationBatch.from_rows(rows))
+    new_net = make_net(seed=11)
+    p.swap_model(new_net, "v-new", prime_len=1000)
+    assert p.model_version == "v-new"
+    for stream in data:
+        row = p.table.row_of(stream)
+        inputs, _flags = p.history_inputs(row)
+        with torch.no_grad():
+            _out, state = new_net(torch.from_numpy(inputs[None].astype(np.float32)))
+        torch.testing.assert_close(p.stepper.state[row], state[0], rtol=1e-5, atol=1e-6)
+
+
+def test_swap_model_rejects_a_model_that_does_not_fit():
+    p = make_pipeline()
+    other = ForecastNet(NetworkConfig(cell="gru", n_features=p.config.features.n_inputs + 1, hidden_size=8))
+    with pytest.raises(ValueError):
+        p.swap_model(other, "bad")
 
 
 def test_long_gap_resets_hidden_state_and_emits_gap_event():
