@@ -28,7 +28,7 @@ class DriftMonitor:
         from river import drift
 
         if detector == "adwin":
-            self._detector = drift.ADWIN()
+            self._detector = drift.ADWIN(clock=1)  # block means are few and cheap: check after each
         elif detector == "page_hinkley":
             self._detector = drift.PageHinkley(mode="up")
         else:
