@@ -122,7 +122,8 @@ def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config
     toml_text = toml_text.replace("/etc/streamrnn/secrets/sasl-password", str(secret_file))
     (tmp_path / "streamrnn.toml").write_text(toml_text)
     workloads = _by_kind(docs, "StatefulSet") + _by_kind(docs, "Deployment")
-    assert workloads
+    assert {w["spec"]["template"]["spec"]["containers"][0]["args"][0] for w in workloads} == {"run", "trainer"}
+    registry_claims: set[str] = set()
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # the CLI's sub-commands
     for workload in workloads:
         pod = workload["spec"]["template"]
@@ -136,7 +137,9 @@ def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config
                                      environ={k: v for k, v in env.items() if k != "STREAMRNN_CONFIG"})
             assert env.get("STREAMRNN_CONFIG") == "/etc/streamrnn/streamrnn.toml"
             ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-            assert ports.get("http") == settings.daemon.http_port
+            command = container["args"][0]
+            http_port = settings.retrain.http_port if command == "trainer" else settings.daemon.http_port
+            assert ports.get("http") == http_port
             for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                 assert container[probe]["httpGet"] == {"path": path, "port": "http"}
             assert "requests" in container["resources"]
@@ -144,7 +147,12 @@ def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config
                 assert mount["name"] in volumes, mount
             mounted = {m["mountPath"] for m in container["volumeMounts"]}
             assert "/etc/streamrnn/streamrnn.toml" in mounted
-            assert str(settings.model.path) in mounted
+            assert settings.registry.directory is not None and str(settings.registry.directory) in mounted
+            models = next(m for m in container["volumeMounts"] if m["mountPath"] == str(settings.registry.directory))
+            assert not models.get("readOnly"), "trainer publishes, scorers roll back and request retrains"
+            registry_claims.add(volumes[models["name"]]["persistentVolumeClaim"]["claimName"])
+            if command == "trainer":
+                assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
         for volume in volumes.values():
             if "configMap" in volume:
                 assert ("ConfigMap", volume["configMap"]["name"]) in names
@@ -154,11 +162,14 @@ def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config
                 assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
         grace = pod["spec"]["terminationGracePeriodSeconds"]
         assert grace > load_settings(tmp_path / "streamrnn.toml", environ={}).daemon.shutdown_timeout_s
-    service = _by_kind(docs, "Service")[0]
+    assert len(registry_claims) == 1, "scorers and trainer must share one registry volume"
+    claim = next(d for d in _by_kind(docs, "PersistentVolumeClaim") if d["metadata"]["name"] in registry_claims)
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    service = next(d for d in _by_kind(docs, "Service") if d["metadata"]["name"] == "streamrnn")
     scorer = _by_kind(docs, "StatefulSet")[0]
     assert service["spec"]["selector"].items() <= scorer["spec"]["template"]["metadata"]["labels"].items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
-    monitor = _by_kind(docs, "ServiceMonitor")[0]
+    monitor = next(d for d in _by_kind(docs, "ServiceMonitor") if d["metadata"]["name"] == "streamrnn")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
     assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
