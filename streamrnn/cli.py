@@ -109,19 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list, inspect, promote or roll back model versions in the registry",
                        description="The registry is registry.directory, or --registry.")
-    _add_config(p)
-    p.add_argument("--registry", type=Path, default=None, help="registry directory (default: registry.directory)")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_config(common)
+    common.add_argument("--registry", type=Path, default=None,
+                        help="registry directory (default: registry.directory)")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    q = msub.add_parser("list", help="every version with its status, validation MAE and decision")
+    q = msub.add_parser("list", parents=[common], help="every version with its status, validation MAE and decision")
     q.add_argument("--json", action="store_true")
-    q = msub.add_parser("show", help="one version's card (JSON)")
+    q = msub.add_parser("show", parents=[common], help="one version's card (JSON)")
     q.add_argument("version", help="a version, or 'champion'")
-    q = msub.add_parser("promote", help="make a version the champion (daemons swap it in)")
+    q = msub.add_parser("promote", parents=[common], help="make a version the champion (daemons swap it in)")
     q.add_argument("version")
     q.add_argument("--reason", default="promoted by hand")
-    q = msub.add_parser("rollback", help="put the previous champion back")
+    q = msub.add_parser("rollback", parents=[common], help="put the previous champion back")
     q.add_argument("--reason", default="rolled back by hand")
-    q = msub.add_parser("retrain", help="ask the trainer for a run at its next look")
+    q = msub.add_parser("retrain", parents=[common], help="ask the trainer for a run at its next look")
     q.add_argument("--reason", default="asked by hand")
     p.set_defaults(func=cmd_models)
 
