@@ -73,7 +73,7 @@ class NormalizerSettings(_Section):
 
 
 class StateSettings(_Section):
-    initial_capacity: int = Field(1024, ge=1)
+    initial_capacity: int = Field(1024, ge=1, description="rows allocated at start; grows by doubling")
     reset_gap_intervals: float = Field(
         12.0, gt=1, description="reset a stream's hidden state when a gap exceeds this many usual intervals"
     )
@@ -120,18 +120,18 @@ class EventSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    window: int = Field(64, ge=2)
-    horizon: int = Field(1, ge=1)
-    stride: int = Field(8, ge=1)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    batch_size: int = Field(256, ge=1)
-    max_epochs: int = Field(30, ge=1)
-    patience: int = Field(4, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(1, ge=1)
-    max_windows: int | None = Field(None, ge=1)
+    window: int = Field(64, ge=2, description="timesteps per training window")
+    horizon: int = Field(1, ge=1, description="must equal model.horizon")
+    stride: int = Field(8, ge=1, description="steps between the starts of consecutive windows")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="the latest part of each series, for validation")
+    batch_size: int = Field(256, ge=1, description="windows per gradient step (shuffled)")
+    max_epochs: int = Field(30, ge=1, description="upper bound; early stopping usually ends sooner")
+    patience: int = Field(4, ge=1, description="stop after this many epochs without a better validation MSE")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate")
+    seed: int = Field(0, description="seeds weights, shuffling and stream sampling (reproducible on CPU)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU")
+    threads: int = Field(1, ge=1, description="CPU threads for training (leave the scorer its core)")
+    max_windows: int | None = Field(None, ge=1, description="cap on training windows (a seeded random subset)")
 
 
 class ColdStartSettings(_Section):
@@ -243,7 +243,7 @@ class KafkaSettings(_Section):
     scores: Literal["off", "all", "above"] = Field(
         "above", description="publish per-value scores: off, all, or only those at or above scores_min"
     )
-    scores_min: float = Field(0.5, ge=0, le=1)
+    scores_min: float = Field(0.5, ge=0, le=1, description="with scores = above: the lowest score published")
     create_topics: bool = Field(True, description="create missing output/changelog topics at start")
     topic_partitions: int = Field(1, ge=1, description="partitions of topics created by streamrnn")
     topic_replication: int = Field(1, ge=1, description="replication factor of topics created by streamrnn")
@@ -251,22 +251,26 @@ class KafkaSettings(_Section):
         "earliest", description="where a partition with no snapshot and no committed offset starts"
     )
     poll_max_records: int = Field(16384, ge=1, description="records per poll, i.e. per pipeline step")
-    poll_timeout_ms: int = Field(200, ge=0)
+    poll_timeout_ms: int = Field(200, ge=0, description="longest wait of one poll when no record arrives")
     commit_interval_s: float = Field(1.0, ge=0, description="commit acknowledged offsets at most this often")
-    session_timeout_ms: int = Field(10000, ge=1000)
-    max_poll_interval_ms: int = Field(300000, ge=1000)
-    request_timeout_ms: int = Field(30000, ge=1000)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
+    session_timeout_ms: int = Field(10000, ge=1000, description="a silent instance loses its partitions after this")
+    max_poll_interval_ms: int = Field(300000, ge=1000, description="longest allowed time between polls (Kafka)")
+    request_timeout_ms: int = Field(30000, ge=1000, description="Kafka client request timeout")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to reach the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="with SASL_*: the mechanism"
+    )
+    sasl_username: str | None = Field(None, description="with SASL_*: the user (password: sasl_password[_file])")
     sasl_password: SecretStr | None = Field(None, description="prefer STREAMRNN_KAFKA__SASL_PASSWORD or _file")
     sasl_password_file: Path | None = Field(None, description="read the SASL password from this file")
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_password: SecretStr | None = None
-    ssl_password_file: Path | None = None
-    ssl_check_hostname: bool = True
+    ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="client key (PEM)")
+    ssl_password: SecretStr | None = Field(None, description="password of ssl_keyfile (never logged)")
+    ssl_password_file: Path | None = Field(None, description="file holding ssl_password")
+    ssl_check_hostname: bool = Field(True, description="verify the broker certificate names its host")
 
     @model_validator(mode="after")
     def _security_consistent(self) -> "KafkaSettings":
@@ -296,7 +300,9 @@ class CheckpointSettings(_Section):
         "directory", description="directory: a local path (one instance); kafka: a compacted changelog topic"
     )
     directory: Path = Field(Path("state"), description="where the directory store keeps its files")
-    changelog_topic: str = Field("streamrnn.changelog", min_length=1)
+    changelog_topic: str = Field(
+        "streamrnn.changelog", min_length=1, description="compacted topic of the kafka store (created if missing)"
+    )
     interval_s: float = Field(60.0, gt=0, description="snapshot every assigned partition this often")
     chunk_bytes: int = Field(
         512 * 1024, ge=1024, le=4 * 1024 * 1024 - 65536, description="changelog message size (below the producer's 4 MiB limit)"
@@ -315,8 +321,8 @@ class DaemonSettings(_Section):
 
 
 class LogSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="lowest level logged")
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text: for people")
 
 
 class Settings(BaseSettings):
