@@ -368,11 +368,12 @@ class Pipeline:
         learn = ~excluded | accept_new_level
         z = (x - mean) / scale  # with the statistics from before this value
         self.normalizer.learn(rows, x, learn)
-        learn_scorer = learn & np.isfinite(residual)
+        # Residuals in units of a scale not yet trusted (normalizer warming up) would poison the scorer's statistics.
+        learn_scorer = learn & np.isfinite(residual) & ~normalizer_warming
         if learn_scorer.any():
             self.scorer.learn_many(rows[learn_scorer], residual[learn_scorer])
         if self.channels is not None:
-            self.channels.learn(rows, ts, x_target, learn, evidence)
+            self.channels.learn(rows, ts, x_target, learn, evidence, trusted=~normalizer_warming)
 
         # 4. advance the hidden state and forecast the value `horizon` steps ahead -----------------------------
         inputs = cfg.features.build(z, ts)

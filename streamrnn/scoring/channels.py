@@ -9,7 +9,8 @@ before) and it repeats itself (every value of a burst scores high). This stage a
   channel). The reference is a ring of ``bins`` slots per period holding the last value seen in that phase slot and
   the period it was seen in; a slot filled more than one period ago is stale (the channel is silent there).
 * **out-of-range channel**: a value outside the range ``[lo, hi]`` of the values learned so far, by ``e`` beyond
-  it, scores ``r / (r + 1)`` with ``r = e / (range_margin * (hi - lo))``: the same ratio scale as the record scorer.
+  it, scores ``r / (r + 1)`` with ``r = e / (range_margin * (hi - lo))`` (capped at :data:`MAX_RATIO`): the same
+  ratio scale as the record scorer.
 * **refractory clamp**: the combined score (maximum over channels) keeps its value only when it exceeds the
   stream's recent peak score (decayed with ``refractory_half_life`` values); otherwise it is multiplied by
   ``refractory_damp``. So a run of extreme values scores high at its first value only, and a burst of alarms
@@ -31,6 +32,7 @@ import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import X_MAX, alpha_from
+from streamrnn.scoring.record import MAX_RATIO
 from streamrnn.scoring.registry import make_scorer
 
 
@@ -142,10 +144,11 @@ class ScoreChannels(RowStatefulMixin):
             lo, hi = st["lo"][rows], st["hi"][rows]
             ready = st["n"][rows] >= cfg.range_warmup
             excess = np.maximum(np.maximum(value - hi, lo - value), 0.0)
-            span = (hi - lo) * cfg.range_margin
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratio = np.where(span > 0, excess / np.where(span > 0, span, 1.0), np.where(excess > 0, np.inf, 0.0))
-                out_of_range = np.where(np.isinf(ratio), 1.0, ratio / (ratio + 1.0))
+            # A constant stream has no range: then a departure of 1e-9 of the value's magnitude counts as one unit.
+            unit = np.maximum((hi - lo) * cfg.range_margin, 1e-9 * np.maximum(np.abs(value), 1.0))
+            with np.errstate(invalid="ignore"):
+                ratio = np.minimum(excess / unit, MAX_RATIO)
+                out_of_range = np.where(ratio >= 0, ratio / (ratio + 1.0), 0.0)
             combined = np.maximum(combined, np.where(ready, out_of_range, 0.0))
         raw = combined
         if cfg.refractory_half_life > 0:
@@ -154,9 +157,9 @@ class ScoreChannels(RowStatefulMixin):
         return combined, (raw, seasonal)
 
     def learn(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, learn: np.ndarray,
-              evidence: tuple[np.ndarray, np.ndarray]) -> None:
+              evidence: tuple[np.ndarray, np.ndarray], trusted: np.ndarray | None = None) -> None:
         """Fold the values in, after :meth:`score` (whose ``evidence`` this takes) and the normal/anomalous
-        decision ``learn``."""
+        decision ``learn``; the seasonal scorers learn only where ``trusted`` (the scale is no longer warming up)."""
         cfg = self.config
         st = self.state
         raw, seasonal = evidence
@@ -164,9 +167,10 @@ class ScoreChannels(RowStatefulMixin):
             # The peak follows the uncapped combined evidence of every value, normal or not.
             st["recent"][rows] = np.maximum(raw, st["recent"][rows] * self.decay)
         ok = learn & np.isfinite(value)
+        ok_seasonal = ok if trusted is None else ok & trusted
         for k, scorer in enumerate(self.scorers):
-            if ok.any():
-                scorer.learn_many(rows[ok], seasonal[k][ok])
+            if ok_seasonal.any():
+                scorer.learn_many(rows[ok_seasonal], seasonal[k][ok_seasonal])
             slot, per = self._slots(k, ts)
             st[f"ref{k}"][rows, slot] = value.astype(np.float32)
             st[f"per{k}"][rows, slot] = per

@@ -19,6 +19,9 @@ import numpy as np
 from streamrnn.rowstate import ArraySpec
 from streamrnn.scoring.base import BaseScorer, alpha_from, clean_for_score, finite_for_learn, gather, scatter
 
+# Ratios are capped so that a score stays below 1 (at most 1 - 1e-9): ``learn_below = 1`` means "learn everything".
+MAX_RATIO = 1e9
+
 
 class RecordScorer(BaseScorer):
     """Score = ``r / (r + 1)`` with ``r = short_avg(x) / max(peak, min_peak)``.
@@ -27,7 +30,8 @@ class RecordScorer(BaseScorer):
       is young), exactly as in :class:`~streamrnn.scoring.likelihood.LikelihoodScorer`;
     * ``peak``: after each learned value, ``peak = max(short_avg, peak * 2 ** (-1 / peak_half_life))``, the largest
       short average seen, forgotten with a half-life of ``peak_half_life`` learned values;
-    * a score of 0.5 means "as bad as the worst of the recent past", 0.9 means 9 times worse.
+    * a score of 0.5 means "as bad as the worst of the recent past", 0.9 means 9 times worse; ``r`` is capped at
+      :data:`MAX_RATIO`, so the score stays below 1.
 
     ``log_scale`` is accepted so that every scorer takes the same keywords; a ratio is not a tail probability, so it
     changes nothing. ``min_peak`` (1e-3, in residual units) keeps a perfectly predictable stream from dividing by 0.
@@ -81,7 +85,7 @@ class RecordScorer(BaseScorer):
         x = clean_for_score(x)
         b = gather(self.state["s"], rows)
         avg, _ = self._short_avg(rows, b[:, 0], x)
-        ratio = avg / np.maximum(b[:, 1], self.min_peak)
+        ratio = np.minimum(avg / np.maximum(b[:, 1], self.min_peak), MAX_RATIO)
         score = ratio / (ratio + 1.0)
         return np.where((b[:, 0] >= self.warmup) & (score >= 0.0), score, 0.0)  # NaN x -> 0
 
