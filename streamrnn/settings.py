@@ -88,7 +88,7 @@ class ScoringSettings(_Section):
     )
     warmup: int = Field(200, ge=1, description="values learned before a stream's scores count")
     learn_below: float = Field(
-        0.9, ge=0, le=1, description="values scoring at or above this do not update normalizer/scorer statistics"
+        1.0, ge=0, le=1, description="values scoring at or above this do not update normalizer/scorer statistics"
     )
     relearn_after: int = Field(
         50, ge=1, description="after this many consecutive excluded values, learn again (the new normal)"
@@ -109,7 +109,7 @@ class ScoringSettings(_Section):
         "range scores 0.5 (0: off)",
     )
     refractory_half_life: float = Field(
-        100.0, ge=0, description="a score counts only above the stream's recent peak score, forgotten with this "
+        1000.0, ge=0, description="a score counts only above the stream's recent peak score, forgotten with this "
         "half-life in values (0: off)",
     )
     refractory_damp: float = Field(

@@ -44,7 +44,7 @@ class ChannelConfig:
     seasonal_bins: tuple[int, ...] = (288, 2016)
     range_margin: float = 0.01  # 0: no out-of-range channel
     range_warmup: int = 200
-    refractory_half_life: float = 100.0  # 0: no refractory clamp
+    refractory_half_life: float = 1000.0  # 0: no refractory clamp
     refractory_damp: float = 0.0
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ class RecordScorer(BaseScorer):
     def __init__(
         self,
         short_window: int = 20,
-        peak_half_life: float = 2000.0,
+        peak_half_life: float = 3000.0,
         warmup: int = 100,
         min_peak: float = 1e-3,
         log_scale: bool = False,
@@ -59,7 +59,7 @@ class RecordScorer(BaseScorer):
         if not min_peak > 0:
             raise ValueError("min_peak must be > 0")
         self.short_window = int(short_window)
-        self.decay = 1.0 - alpha_from(None, peak_half_life, 2000.0)
+        self.decay = 1.0 - alpha_from(None, peak_half_life, 3000.0)
         self.min_peak = float(min_peak)
         self.log_scale = bool(log_scale)
         super().__init__(warmup=warmup, capacity=capacity)
