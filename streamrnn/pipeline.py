@@ -101,6 +101,7 @@ class PipelineConfig:
                 seasonal_bins=tuple(s.scoring.seasonal_bins),
                 range_margin=s.scoring.range_margin,
                 range_warmup=s.scoring.warmup,
+                range_scale=s.scoring.range_scale,
                 refractory_half_life=s.scoring.refractory_half_life,
                 refractory_damp=s.scoring.refractory_damp,
             ),

@@ -108,6 +108,10 @@ class ScoringSettings(_Section):
         0.01, ge=0, description="out-of-range channel: a value beyond the learned range by this fraction of the "
         "range scores 0.5 (0: off)",
     )
+    range_scale: float = Field(
+        0.0, ge=0, description="out-of-range channel: the unit of the excess is at least this many of the stream's "
+        "scales, so noise and slow drift at the edge of the range do not score (0: off)",
+    )
     refractory_half_life: float = Field(
         1000.0, ge=0, description="a score counts only above the stream's recent peak score, forgotten with this "
         "half-life in values (0: off)",

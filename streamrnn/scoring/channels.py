@@ -9,7 +9,7 @@ before) and it repeats itself (every value of a burst scores high). This stage a
   channel). The reference is a ring of ``bins`` slots per period holding the last value seen in that phase slot and
   the period it was seen in; a slot filled more than one period ago is stale (the channel is silent there).
 * **out-of-range channel**: a value outside the range ``[lo, hi]`` of the values learned so far, by ``e`` beyond
-  it, scores ``r / (r + 1)`` with ``r = e / (range_margin * (hi - lo))`` (capped at :data:`MAX_RATIO`): the same
+  it, scores ``r / (r + 1)`` with ``r = e / max(range_margin * (hi - lo), range_scale * scale)`` (capped at :data:`MAX_RATIO`): the same
   ratio scale as the record scorer.
 * **refractory clamp**: the combined score (maximum over channels) keeps its value only when it exceeds the
   stream's recent peak score (decayed with ``refractory_half_life`` values); otherwise it is multiplied by
@@ -44,6 +44,7 @@ class ChannelConfig:
     seasonal_bins: tuple[int, ...] = (288, 2016)
     range_margin: float = 0.01  # 0: no out-of-range channel
     range_warmup: int = 200
+    range_scale: float = 0.0  # the out-of-range unit is at least this many scales of the stream (0: off)
     refractory_half_life: float = 1000.0  # 0: no refractory clamp
     refractory_damp: float = 0.0
 
@@ -146,6 +147,8 @@ class ScoreChannels(RowStatefulMixin):
             excess = np.maximum(np.maximum(value - hi, lo - value), 0.0)
             # A constant stream has no range: then a departure of 1e-9 of the value's magnitude counts as one unit.
             unit = np.maximum((hi - lo) * cfg.range_margin, 1e-9 * np.maximum(np.abs(value), 1.0))
+            if cfg.range_scale > 0:  # and never less than this many of the stream's scales (noise, drift)
+                unit = np.maximum(unit, cfg.range_scale * scale)
             with np.errstate(invalid="ignore"):
                 ratio = np.minimum(excess / unit, MAX_RATIO)
                 out_of_range = np.where(ratio >= 0, ratio / (ratio + 1.0), 0.0)
