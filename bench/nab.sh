@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Detection quality on the labeled NAB subset: replay + evaluate with one configuration, for one or more seeds.
 #   bash bench/nab.sh [CONFIG.toml] [SEEDS...]      e.g. bash bench/nab.sh configs/default.toml 0 1 2
+#   STREAMRNN_VENV=/path/to/venv PYTHONPATH=$PWD bash bench/nab.sh ...   (skip scripts/bootstrap)
 # NAB_DIR defaults to ../shared/nab-dev next to the repository. Results go to out/nab/<seed>/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$(bash "$root/scripts/bootstrap")"
+# STREAMRNN_VENV: use this existing virtual environment (with PYTHONPATH set to the checkout) instead of bootstrap.
+venv="${STREAMRNN_VENV:-$(bash "$root/scripts/bootstrap")}"
 config="${1:-$root/configs/default.toml}"
 shift || true
 seeds=("${@:-0}")
@@ -14,9 +16,9 @@ mkdir -p "$root/out/nab"
 for seed in "${seeds[@]}"; do
     out="$root/out/nab/$seed"
     rm -rf "$out"
-    "$venv/bin/streamrnn" replay "$nab/data" -o "$out" -c "$config" --seed "$seed" \
+    "$venv/bin/python" -m streamrnn replay "$nab/data" -o "$out" -c "$config" --seed "$seed" \
         --windows "$nab/labels/combined_windows.json" > "$out.replay.txt"
-    "$venv/bin/streamrnn" evaluate "$out" --windows "$nab/labels/combined_windows.json" --json > "$out.eval.json"
+    "$venv/bin/python" -m streamrnn evaluate "$out" --windows "$nab/labels/combined_windows.json" --json > "$out.eval.json"
     tail -1 "$out.replay.txt"
 done
 "$venv/bin/python" - "$root/out/nab" "${seeds[@]}" <<'PY'

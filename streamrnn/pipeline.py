@@ -39,6 +39,7 @@ from streamrnn.model.network import ForecastNet
 from streamrnn.model.stepper import ModelStepper
 from streamrnn.records import EVENT_KINDS, Event, ObservationBatch, Rejected, ScoreBatch, StepResult
 from streamrnn.rowstate import RowArrays
+from streamrnn.scoring.channels import ChannelConfig, ScoreChannels
 from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
 from streamrnn.scoring.shift import FlatlineDetector, LevelShiftDetector
@@ -64,6 +65,7 @@ class PipelineConfig:
     scoring_params: Mapping[str, Any] = field(default_factory=dict)
     learn_below: float = 0.9
     relearn_after: int = 50
+    channels: ChannelConfig | None = None  # seasonal / out-of-range channels and refractory clamp (None: off)
     events: EventConfig = field(default_factory=EventConfig)
     gap_intervals: float = 5.0
     reset_gap_intervals: float = 12.0
@@ -95,6 +97,15 @@ class PipelineConfig:
             scoring_params=dict(s.scoring.params),
             learn_below=s.scoring.learn_below,
             relearn_after=s.scoring.relearn_after,
+            channels=ChannelConfig(
+                seasonal_periods_s=tuple(s.scoring.seasonal_periods_s),
+                seasonal_bins=tuple(s.scoring.seasonal_bins),
+                range_margin=s.scoring.range_margin,
+                range_warmup=s.scoring.warmup,
+                range_scale=s.scoring.range_scale,
+                refractory_half_life=s.scoring.refractory_half_life,
+                refractory_damp=s.scoring.refractory_damp,
+            ),
             events=EventConfig(
                 high=s.events.high,
                 low=s.events.low,
@@ -139,6 +150,8 @@ class Pipeline:
         # thing whichever scorer is chosen; a config can still pass log_scale=false.
         params = {"log_scale": True, **dict(config.scoring_params)}
         self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **params)
+        self.channels = None if config.channels is None else ScoreChannels(
+            config.channels, config.scoring_method, params, config.scoring_warmup, cap)
         self.level_shift = LevelShiftDetector(config.level_shift_threshold, config.level_shift_delta, cap)
         self.flatline = FlatlineDetector(config.flatline_min_values, capacity=cap)
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)
@@ -159,6 +172,7 @@ class Pipeline:
             ("table", self.table),
             ("normalizer", self.normalizer),
             ("scorer", self.scorer),
+            *([("channels", self.channels)] if self.channels is not None else []),
             ("level_shift", self.level_shift),
             ("flatline", self.flatline),
             ("residual_events", self.residual_events),
@@ -336,6 +350,9 @@ class Pipeline:
         signed = (x[:, self._targets] - predicted) / target_scale
         residual = np.sqrt(np.mean(signed * signed, axis=1))
         score = self.scorer.score_many(rows, residual)
+        if self.channels is not None:
+            x_target = x[:, self._targets[0]]
+            score, evidence = self.channels.score(rows, ts, x_target, target_scale[:, 0], score)
         normalizer_warming = self.normalizer.warming_up(rows)
         warming = self.scorer.warming_up(rows) | normalizer_warming | np.isnan(residual)
         score = np.where(warming | np.isnan(score), 0.0, score)
@@ -354,9 +371,12 @@ class Pipeline:
         learn = ~excluded | accept_new_level
         z = (x - mean) / scale  # with the statistics from before this value
         self.normalizer.learn(rows, x, learn)
-        learn_scorer = learn & np.isfinite(residual)
+        # Residuals in units of a scale not yet trusted (normalizer warming up) would poison the scorer's statistics.
+        learn_scorer = learn & np.isfinite(residual) & ~normalizer_warming
         if learn_scorer.any():
             self.scorer.learn_many(rows[learn_scorer], residual[learn_scorer])
+        if self.channels is not None:
+            self.channels.learn(rows, ts, x_target, learn, evidence, trusted=~normalizer_warming)
 
         # 4. advance the hidden state and forecast the value `horizon` steps ahead -----------------------------
         inputs = cfg.features.build(z, ts)

@@ -83,10 +83,12 @@ class StateSettings(_Section):
 
 
 class ScoringSettings(_Section):
-    method: Literal["gaussian", "likelihood", "spot"] = "likelihood"
+    method: Literal["gaussian", "likelihood", "spot", "record"] = Field(
+        "record", description="residual scorer of the model residual and of the seasonal channels"
+    )
     warmup: int = Field(200, ge=1, description="values learned before a stream's scores count")
     learn_below: float = Field(
-        0.9, ge=0, le=1, description="values scoring at or above this do not update normalizer/scorer statistics"
+        1.0, ge=0, le=1, description="values scoring at or above this do not update normalizer/scorer statistics"
     )
     relearn_after: int = Field(
         50, ge=1, description="after this many consecutive excluded values, learn again (the new normal)"
@@ -94,6 +96,35 @@ class ScoringSettings(_Section):
     params: dict[str, float | int | bool] = Field(
         default_factory=dict, description="extra keyword arguments for the chosen scorer"
     )
+    seasonal_periods_s: list[float] = Field(
+        default_factory=lambda: [86400.0, 604800.0],
+        description="seasonal channels: compare each value with the value this many seconds earlier ([]: none)",
+    )
+    seasonal_bins: list[int] = Field(
+        default_factory=lambda: [288, 2016],
+        description="phase slots per seasonal period (one per period; the reference resolution is period / bins)",
+    )
+    range_margin: float = Field(
+        0.01, ge=0, description="out-of-range channel: a value beyond the learned range by this fraction of the "
+        "range scores 0.5 (0: off)",
+    )
+    range_scale: float = Field(
+        0.0, ge=0, description="out-of-range channel: the unit of the excess is at least this many of the stream's "
+        "scales, so noise and slow drift at the edge of the range do not score (0: off)",
+    )
+    refractory_half_life: float = Field(
+        1000.0, ge=0, description="a score counts only above the stream's recent peak score, forgotten with this "
+        "half-life in values (0: off)",
+    )
+    refractory_damp: float = Field(
+        0.0, ge=0, le=1, description="scores at or below the recent peak are multiplied by this",
+    )
+
+    @model_validator(mode="after")
+    def _one_bin_count_per_period(self) -> "ScoringSettings":
+        if len(self.seasonal_periods_s) != len(self.seasonal_bins):
+            raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
+        return self
 
 
 class EventSettings(_Section):

@@ -13,12 +13,14 @@ from typing import Any
 from streamrnn.scoring.base import BaseScorer, ResidualScorer, measure_throughput
 from streamrnn.scoring.gaussian import GaussianScorer
 from streamrnn.scoring.likelihood import LikelihoodScorer
+from streamrnn.scoring.record import RecordScorer
 from streamrnn.scoring.spot import SpotScorer
 
 SCORERS: dict[str, type[BaseScorer]] = {
     GaussianScorer.name: GaussianScorer,
     LikelihoodScorer.name: LikelihoodScorer,
     SpotScorer.name: SpotScorer,
+    RecordScorer.name: RecordScorer,
 }
 SCORER_NAMES: tuple[str, ...] = tuple(SCORERS)
 
@@ -29,7 +31,7 @@ def make_scorer(name: str, **params: Any) -> ResidualScorer:
     >>> make_scorer("spot", level=0.99).level
     0.99
     >>> SCORER_NAMES
-    ('gaussian', 'likelihood', 'spot')
+    ('gaussian', 'likelihood', 'spot', 'record')
     """
     try:
         cls = SCORERS[name]

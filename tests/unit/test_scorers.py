@@ -71,7 +71,7 @@ def test_gather_and_scatter_move_whole_rows():
 
 
 def test_registry_builds_every_scorer_and_rejects_unknown_names():
-    assert SCORER_NAMES == ("gaussian", "likelihood", "spot")
+    assert SCORER_NAMES == ("gaussian", "likelihood", "spot", "record")
     assert isinstance(make_scorer("gaussian", half_life=10.0), GaussianScorer)
     assert make_scorer("likelihood", short_window=5).short_window == 5
     with pytest.raises(ValueError, match="unknown scorer"):

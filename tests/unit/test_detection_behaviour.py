@@ -1,0 +1,93 @@
+"""Detection behaviours that matter to users, on simulated streams, with the default configuration.
+
+The forecaster is the persistence model (forecast = last value), so these tests pin what the scoring and event
+stages do, not what a trained network happens to learn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrnn.pipeline import Pipeline, PipelineConfig
+from streamrnn.settings import load_settings
+from streamrnn.simulate import SimulationConfig, generate, iter_batches
+
+DAY = 86400.0
+
+
+def run_default(sim):
+    pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
+    events, scores = [], {}
+    for batch in iter_batches(sim, batch_size=512):
+        result = pipeline.step(batch)
+        events.extend(result.events)
+        for s, t, v in zip(result.scores.stream, result.scores.ts, result.scores.score):
+            scores.setdefault(s, []).append((t, v))
+    events.extend(pipeline.close_all())
+    return events, scores
+
+
+def opened(events, stream, kinds=None):
+    return [e for e in events if e.stream == stream and e.action == "open" and (kinds is None or e.kind in kinds)]
+
+
+@pytest.fixture(scope="module")
+def level_shifts():
+    sim = generate(SimulationConfig(n_streams=4, length=3000, seed=11, anomaly_counts={"level_shift": 1},
+                                    anomaly_free_fraction=0.0))
+    return sim, run_default(sim)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): a shift inside the daily range is diluted by the "
+                   "20-value short window and suppressed by the refractory peak of earlier alarms")
+def test_a_level_shift_opens_one_event_not_a_stream_of_them(level_shifts):
+    sim, (events, _scores) = level_shifts
+    for sid, stream in sim.streams.items():
+        (label,) = stream.labels
+        during = [e for e in opened(events, sid, ("spike", "level_shift")) if e.start >= label.start - 600]
+        assert len(during) == 1, (sid, [(e.kind, e.start - label.start) for e in during])
+        assert during[0].start <= label.end
+
+
+def test_a_flat_line_opens_a_flatline_event():
+    sim = generate(SimulationConfig(n_streams=4, length=3000, seed=5, anomaly_counts={"flatline": 1},
+                                    anomaly_free_fraction=0.0))
+    events, _ = run_default(sim)
+    for sid, stream in sim.streams.items():
+        (label,) = stream.labels
+        flat = [e for e in events if e.stream == sid and e.kind == "flatline" and e.action == "close"]
+        assert any(e.start <= label.end and e.end >= label.start for e in flat), (sid, label)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): with range_scale = 0 (the NAB-best default) "
+                   "trend and noise at the edge of the learned range open out-of-range events")
+def test_normal_daily_cycles_produce_no_event_after_warm_up():
+    sim = generate(SimulationConfig(n_streams=4, length=4000, seed=3, anomaly_free_fraction=1.0,
+                                    daily_amplitude_range=(5.0, 10.0), noise_sd_range=(0.2, 1.0)))
+    assert not sim.labels
+    events, scores = run_default(sim)
+    start = min(s.ts[0] for s in sim.streams.values())
+    late = [e for e in events if e.action == "open" and e.start > start + 2 * DAY]
+    assert late == [], [(e.stream, e.kind, (e.start - start) / DAY, e.peak_score) for e in late]
+    # and the scores themselves stay low: nothing a NAB-style threshold of 0.6 would flag
+    for sid, pairs in scores.items():
+        late_scores = np.array([v for t, v in pairs if t > start + 2 * DAY])
+        assert late_scores.max() < 0.6, sid
+
+
+def test_with_range_scale_normal_daily_cycles_score_low_after_warm_up():
+    """The out-of-range unit floored at half the stream's scale: normal cycles, trend and noise stay quiet."""
+    import dataclasses
+
+    sim = generate(SimulationConfig(n_streams=4, length=4000, seed=3, anomaly_free_fraction=1.0,
+                                    daily_amplitude_range=(5.0, 10.0), noise_sd_range=(0.2, 1.0)))
+    base = PipelineConfig.from_settings(load_settings(None, environ={}))
+    pipeline = Pipeline.build(dataclasses.replace(base, channels=dataclasses.replace(base.channels, range_scale=0.5)))
+    start = min(s.ts[0] for s in sim.streams.values())
+    top = 0.0
+    for batch in iter_batches(sim, batch_size=512):
+        scores = pipeline.step(batch).scores
+        late = scores.ts > start + 2 * DAY
+        top = max(top, float(scores.score[late].max(initial=0.0)))
+    assert top < 0.6
