@@ -522,8 +522,10 @@ class Pipeline:
         stages["model"] = self.stepper.snapshot(rows)
         return {"streams": list(streams), "model_version": self.model_version, "stages": stages}
 
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        """Load streams' state from :meth:`snapshot`; hidden states are dropped if the model version differs."""
+    def restore(self, snapshot: Mapping[str, Any], reprime: bool = True) -> None:
+        """Load streams' state from :meth:`snapshot`. Hidden states saved under another model version are rebuilt
+        from the history (:meth:`reprime`), or just reset with ``reprime=False`` (a reader that needs no forecasts,
+        like the trainer)."""
         streams = list(snapshot["streams"])
         if not streams:
             return
@@ -536,7 +538,11 @@ class Pipeline:
             self.stepper.restore(rows, stages["model"])
         else:
             # Saved under another model (one swapped in since): its hidden states do not fit this one.
-            self.reprime(rows)
+            if reprime:
+                self.reprime(rows)
+            else:
+                self.stepper.reset(rows)
+                self.own["forecast"][rows] = np.nan
 
 
 def _empty_scores() -> ScoreBatch:

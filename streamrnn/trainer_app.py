@@ -121,7 +121,7 @@ class Trainer:
             if snapshot is None:
                 continue
             scratch = Pipeline(self.pipeline_config, champion, version)
-            scratch.restore(snapshot.state)
+            scratch.restore(snapshot.state, reprime=False)  # only the history is read
             collect(scratch, data, self.settings.retrain.min_history)
         limit = self.settings.retrain.max_streams
         if len(data.series) > limit:

@@ -40,6 +40,7 @@ from typing import Any, Iterator, Mapping
 
 from streamrnn.model.artifact import (
     ArtifactError,
+    _fsync_path,
     _read_card,
     _versions,
     load_artifact,
@@ -70,14 +71,6 @@ class Decision:
             raise ValueError(f"outcome: one of {OUTCOMES}, got {self.outcome!r}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, body: Mapping[str, Any]) -> None:
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -90,7 +83,7 @@ def _write_json_atomic(path: Path, body: Mapping[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync_path(path.parent)
 
 
 class ModelRegistry:
