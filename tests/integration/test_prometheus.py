@@ -97,7 +97,8 @@ def test_prometheus_scrapes_the_daemon_and_the_key_series_move(kafka_broker, new
                      "streamrnn_end_to_end_latency_seconds_count", "streamrnn_active_streams",
                      "streamrnn_broker_up", "streamrnn_last_snapshot_timestamp_seconds",
                      "streamrnn_model_info", "streamrnn_model_validation_mae", "streamrnn_model_baseline_mae",
-                     'streamrnn_retrain_runs_total{outcome="promoted"}'):
+                     "streamrnn_model_swaps_total", "streamrnn_live_residual_mae",
+                     'streamrnn_retrain_requests_total{trigger="drift"}'):
             assert _query(port, expr), f"no series for {expr}"
         lag = _query(port, "streamrnn_consumer_lag")
         assert sorted(r["metric"]["partition"] for r in lag) == ["0", "1"]
