@@ -158,11 +158,7 @@ class Daemon:
             async def on_partitions_revoked(self, revoked: set[Any]) -> None:
                 offsets = daemon._release(revoked, save=True)
                 if offsets:
-                    try:
-                        await daemon.consumer.commit_async(_commit_map(offsets))
-                        daemon._committed.update(offsets)
-                    except Exception as error:  # the snapshot holds the offsets; the commit only helps lag metrics
-                        log.warning("commit on revoke failed", extra={"fields": {"error": repr(error)}})
+                    daemon._commit_on_revoke(offsets)
 
             async def on_partitions_assigned(self, assigned: set[Any]) -> None:
                 daemon._on_assigned(assigned)
@@ -450,6 +446,25 @@ class Daemon:
             self._pending_assign |= fresh
             self.consumer.pause(*fresh)
         return fresh
+
+    def _commit_on_revoke(self, offsets: dict[Any, int]) -> None:
+        """Commit the offsets of partitions given up, without waiting: awaiting a commit inside the rebalance
+        callback could hold the rebalance up (a commit racing the group's own JoinGroup was seen to never
+        complete). The snapshot just saved holds the same offsets and is what the next owner resumes from; the
+        commit only keeps the group's offsets (lag tools) current."""
+
+        def done(_offsets: Any, response: Any) -> None:  # on the client's I/O thread
+            if isinstance(response, Exception):
+                log.info("commit on revoke not done (the snapshot holds the offsets)",
+                         extra={"fields": {"error": repr(response)}})
+            else:
+                self._committed.update(offsets)
+
+        try:
+            self.consumer.commit_async(_commit_map(offsets), callback=done)
+        except Exception as error:
+            log.info("commit on revoke not sent (the snapshot holds the offsets)",
+                     extra={"fields": {"error": repr(error)}})
 
     def _restore_pending(self) -> None:
         tps = sorted(self._pending_assign)
