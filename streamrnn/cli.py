@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad settings or bad input
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", type=Path, help="replay output directory")
     p.add_argument("--windows", type=Path, required=True, help="labeled windows JSON (NAB combined_windows format)")
     p.add_argument("--allow-unlabeled", action="store_true", help="series without windows count as anomaly-free")
+    p.add_argument("--truth", type=Path, default=None,
+                   help="anomalies.json from `streamrnn simulate` (labels with kinds): adds per-kind event P/R")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
@@ -248,7 +251,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streamrnn.evaluate import evaluate_directory
 
-    report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled)
+    report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled,
+                                truth_path=args.truth)
     print(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json
           else report.to_table())
     return EXIT_OK
@@ -343,7 +347,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{report.summary()}; truth in {truth[0]} and {truth[1]}")
     elif args.format == "nab":
         paths = write_nab_csvs(args.output / "data", sim, windows_path=args.output / "windows.json")
-        print(f"wrote {len(paths)} series to {args.output / 'data'} and windows to {args.output / 'windows.json'}")
+        anomalies = args.output / "anomalies.json"
+        anomalies.write_text(json.dumps([lab.to_dict() for lab in sim.labels], indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {len(paths)} series to {args.output / 'data'}, windows to {args.output / 'windows.json'} and "
+              f"labels to {anomalies}")
     else:
         rows = write_long_csv(args.output / "data.csv", iter_observations(sim))
         windows, anomalies = write_truth(args.output, sim)

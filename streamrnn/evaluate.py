@@ -32,6 +32,7 @@ On the nab-dev subset this reproduces the published random detector (27.8 / 17.9
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -186,6 +187,97 @@ class WindowMetrics:
     delay_median_s: float | None
     delay_max_s: float | None
     per_series: tuple[SeriesWindowCounts, ...]
+
+
+@dataclass(frozen=True)
+class AnomalyTruth:
+    """One labeled anomaly with its kind (``anomalies.json`` of ``streamrnn simulate``); times in epoch seconds."""
+
+    key: str
+    kind: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class KindMetrics:
+    """Event-level precision and recall for one anomaly kind.
+
+    * ``labels``: labeled anomalies of this kind; ``detected``: those whose window some event (of any kind)
+      overlaps; ``matched``: those whose window an event *of the same kind* overlaps (``drift`` has no event kind);
+    * ``events``: events the detector emitted with this kind; ``true_events``: those overlapping a labeled window.
+
+    ``recall = detected / labels``, ``precision = true_events / events`` (``None`` when undefined).
+    """
+
+    kind: str
+    labels: int
+    detected: int
+    matched: int
+    events: int
+    true_events: int
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.labels if self.labels else None
+
+    @property
+    def matched_recall(self) -> float | None:
+        return self.matched / self.labels if self.labels else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_events / self.events if self.events else None
+
+
+# Report order of kinds (others follow, sorted).
+KIND_ORDER: tuple[str, ...] = ("spike", "level_shift", "flatline", "gap", "drift")
+
+
+def kind_metrics(
+    windows: Mapping[str, np.ndarray],
+    events: Mapping[str, tuple[np.ndarray, Sequence[str]]],
+    truth: Sequence[AnomalyTruth],
+) -> tuple[KindMetrics, ...]:
+    """Per-kind precision/recall of ``events`` (``{key: ([m, 2] intervals, [m] kinds)}``) against labeled anomalies.
+
+    Each label is judged by the window of its series that overlaps it (the label's own interval when none does).
+    Only series present in ``events`` count (a series without an events file was not run with events).
+
+    >>> w = {"a": np.array([[100.0, 200.0], [500.0, 600.0]])}
+    >>> ev = {"a": (np.array([[150.0, 160.0], [900.0, 910.0]]), ["spike", "spike"])}
+    >>> truth = [AnomalyTruth("a", "spike", 150.0, 150.0), AnomalyTruth("a", "gap", 520.0, 560.0)]
+    >>> [(m.kind, m.recall, m.precision) for m in kind_metrics(w, ev, truth)]
+    [('spike', 1.0, 0.5), ('gap', 0.0, None)]
+    """
+    labels: dict[str, list[int]] = {}  # kind -> [labels, detected, matched]
+    for lab in truth:
+        if lab.key not in events:
+            continue
+        intervals, kinds = events[lab.key]
+        intervals = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+        win = np.asarray(windows.get(lab.key, _EMPTY_WINDOWS), dtype=np.float64).reshape(-1, 2)
+        around = win[(win[:, 0] <= lab.end) & (win[:, 1] >= lab.start)]
+        lo, hi = (around[:, 0].min(), around[:, 1].max()) if len(around) else (lab.start, lab.end)
+        hit = (intervals[:, 0] <= hi) & (intervals[:, 1] >= lo)
+        counts = labels.setdefault(lab.kind, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += int(hit.any())
+        counts[2] += int(any(h and k == lab.kind for h, k in zip(hit.tolist(), kinds)))
+    emitted: dict[str, list[int]] = {}  # kind -> [events, true events]
+    for key, (intervals, kinds) in events.items():
+        intervals = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+        win = np.asarray(windows.get(key, _EMPTY_WINDOWS), dtype=np.float64).reshape(-1, 2)
+        true = ((intervals[:, None, 0] <= win[None, :, 1]) & (intervals[:, None, 1] >= win[None, :, 0])).any(axis=1)
+        for k, t in zip(kinds, true.tolist()):
+            counts = emitted.setdefault(k, [0, 0])
+            counts[0] += 1
+            counts[1] += int(t)
+    names = [k for k in KIND_ORDER if k in labels or k in emitted]
+    names += sorted((set(labels) | set(emitted)) - set(KIND_ORDER))
+    return tuple(
+        KindMetrics(k, *labels.get(k, [0, 0, 0]), *emitted.get(k, [0, 0])) for k in names
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -488,6 +580,7 @@ class EvaluationReport:
     n_windows: int
     n_scored_windows: int
     probation_fraction: float
+    kinds: tuple[KindMetrics, ...] | None = None  # per-kind event metrics (with a truth file; see kind_metrics)
 
     def profile(self, name: str) -> ProfileResult:
         for p in self.profiles:
@@ -518,6 +611,12 @@ class EvaluationReport:
                 "threshold": _json_float(self.score_threshold), **(_metrics_dict(self.score_metrics) or {})
             },
             "event_windows": _metrics_dict(self.event_metrics),
+            "kinds": None if self.kinds is None else {
+                m.kind: {"labels": m.labels, "detected": m.detected, "recall": _json_float(m.recall),
+                         "matched": m.matched, "matched_recall": _json_float(m.matched_recall),
+                         "events": m.events, "true_events": m.true_events, "precision": _json_float(m.precision)}
+                for m in self.kinds
+            },
         }
 
     def to_table(self) -> str:
@@ -553,6 +652,15 @@ class EvaluationReport:
         if self.event_metrics is None:
             lines.append("(no .events.jsonl files: event metrics unavailable)")
         lines.append("")
+        if self.kinds is not None:
+            lines.append(f"{'per anomaly kind (events)':<26} {'labels':>7} {'detected':>8} {'recall':>6}"
+                         f" {'same kind':>9} {'events':>7} {'in window':>9} {'precision':>9}")
+            for m in self.kinds:
+                lines.append(f"{m.kind:<26} {m.labels:>7} {m.detected:>8} {_fmt(m.recall, '.3f'):>6}"
+                             f" {m.matched:>9} {m.events:>7} {m.true_events:>9} {_fmt(m.precision, '.3f'):>9}")
+            lines.append("(recall: labels whose window an event of any kind overlaps; same kind: ... an event of the "
+                         "label's kind; precision: events of that kind overlapping a window)")
+            lines.append("")
         main = self.profiles[0] if self.profiles else None
         if main is not None:
             events = {c.key: c for c in self.event_metrics.per_series} if self.event_metrics else {}
@@ -762,14 +870,15 @@ def read_results_csv(path: str | Path, key: str) -> dict[str, tuple[np.ndarray, 
     return out
 
 
-def read_events(path: str | Path, stream: str | None = None) -> dict[str, np.ndarray]:
-    """Distinct events of an ``.events.jsonl`` file as ``{stream: [m, 2] (start, end)}``.
+def read_event_records(path: str | Path, stream: str | None = None) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Distinct events of an ``.events.jsonl`` file as ``{stream: ([m, 2] (start, end), [m] kinds)}``.
 
     Lines of one ``event_id`` (open/update/close) merge into one interval: earliest start, latest end (an open
-    event without ``end`` ends at its start). ``stream`` given: every event belongs to that series (NAB layout).
+    event without ``end`` ends at its start); its kind is the last one written (an event may be upgraded, e.g.
+    ``spike`` to ``level_shift``). ``stream`` given: every event belongs to that series (NAB layout).
     """
     path = Path(path)
-    merged: dict[tuple[str, str], list[float]] = {}
+    merged: dict[tuple[str, str], list[Any]] = {}
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -782,27 +891,46 @@ def read_events(path: str | Path, stream: str | None = None) -> dict[str, np.nda
                 sid = stream if stream is not None else str(obj["stream"])
                 start = float(obj["start"])
                 end = float(obj["end"]) if obj.get("end") is not None else start
+                kind = str(obj.get("kind", ""))
                 if not (math.isfinite(start) and math.isfinite(end)):
                     raise ValueError("start/end must be finite")
             except (ValueError, KeyError, TypeError) as exc:
                 raise EvaluationError(f"{path}, line {lineno}: bad event ({type(exc).__name__}: {exc})") from None
             cur = merged.get((sid, eid))
             if cur is None:
-                merged[(sid, eid)] = [start, max(start, end)]
+                merged[(sid, eid)] = [start, max(start, end), kind]
             else:
                 cur[0], cur[1] = min(cur[0], start), max(cur[1], end, start)
-    by_stream: dict[str, list[list[float]]] = {}
-    for (sid, _), interval in merged.items():
-        by_stream.setdefault(sid, []).append(interval)
-    return {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in by_stream.items()}
+                cur[2] = kind or cur[2]
+    by_stream: dict[str, list[list[Any]]] = {}
+    for (sid, _), record in merged.items():
+        by_stream.setdefault(sid, []).append(record)
+    return {
+        k: (np.asarray([r[:2] for r in v], dtype=np.float64).reshape(-1, 2), [r[2] for r in v])
+        for k, v in by_stream.items()
+    }
+
+
+def read_events(path: str | Path, stream: str | None = None) -> dict[str, np.ndarray]:
+    """Distinct events of an ``.events.jsonl`` file as ``{stream: [m, 2] (start, end)}`` (see
+    :func:`read_event_records`, which also gives each event's kind)."""
+    return {k: v[0] for k, v in read_event_records(path, stream).items()}
 
 
 def load_results(results_dir: str | Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, np.ndarray]]:
     """All result series below ``results_dir`` and the events of those that have an ``.events.jsonl`` beside them.
 
     Keys: the CSV's path relative to ``results_dir`` with forward slashes (NAB layout) or the stream id (long
-    layout). Returns ``(series, events)``.
+    layout). Returns ``(series, events)``; :func:`load_results_with_kinds` also gives the events' kinds.
     """
+    series, records = load_results_with_kinds(results_dir)
+    return series, {k: v[0] for k, v in records.items()}
+
+
+def load_results_with_kinds(
+    results_dir: str | Path,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, list[str]]]]:
+    """:func:`load_results` with each series' events as ``([m, 2] intervals, [m] kinds)``."""
     root = Path(results_dir)
     if not root.is_dir():
         raise EvaluationError(f"{root}: not a directory")
@@ -811,7 +939,7 @@ def load_results(results_dir: str | Path) -> tuple[dict[str, tuple[np.ndarray, n
         raise EvaluationError(f"{root}: no result CSVs below this directory")
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     origin: dict[str, Path] = {}
-    events: dict[str, np.ndarray] = {}
+    events: dict[str, tuple[np.ndarray, list[str]]] = {}
     for path in paths:
         rel = path.relative_to(root).as_posix()
         found = read_results_csv(path, rel)
@@ -823,12 +951,12 @@ def load_results(results_dir: str | Path) -> tuple[dict[str, tuple[np.ndarray, n
         ev_path = path.with_name(path.name[: -len(".csv")] + ".events.jsonl")
         if ev_path.is_file():
             nab_layout = list(found) == [rel]
-            ev = read_events(ev_path, stream=rel if nab_layout else None)
+            ev = read_event_records(ev_path, stream=rel if nab_layout else None)
             unknown = sorted(set(ev) - set(found))
             if unknown:
                 raise EvaluationError(f"{ev_path}: events of streams not in {path.name}: {', '.join(unknown[:5])}")
             for k in found:
-                events[k] = ev.get(k, _EMPTY_WINDOWS.copy())
+                events[k] = ev.get(k, (_EMPTY_WINDOWS.copy(), []))
     return series, events
 
 
@@ -862,19 +990,55 @@ def load_windows(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def load_truth(path: str | Path, keys: Sequence[str]) -> list[AnomalyTruth]:
+    """``anomalies.json`` (a list of ``{stream, kind, start, end}``, as ``streamrnn simulate`` writes it), with each
+    stream mapped to its result series among ``keys``: the same name, or the name plus ``.csv`` (NAB layout)."""
+    path = Path(path)
+    try:
+        with path.open() as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"{path}: cannot read truth file ({exc})") from None
+    if not isinstance(data, list):
+        raise EvaluationError(f"{path}: expected a JSON list of {{stream, kind, start, end}} objects")
+    known = set(keys)
+    out = []
+    for j, item in enumerate(data):
+        where = f"{path}, item {j}"
+        if not isinstance(item, dict) or any(f not in item for f in ("stream", "kind", "start", "end")):
+            raise EvaluationError(f"{where}: expected an object with stream, kind, start and end")
+        stream = str(item["stream"])
+        key = next((k for k in (stream, stream + ".csv") if k in known), None)
+        if key is None:
+            raise EvaluationError(f"{where}: stream {stream!r} has no result series")
+        limits = []
+        for v in (item["start"], item["end"]):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                limits.append(float(_epoch_seconds(np.array([float(v)]))[0]))
+            elif isinstance(v, str):
+                limits.append(float(parse_timestamps([v], where)[0]))
+            else:
+                raise EvaluationError(f"{where}: {v!r} is neither a timestamp string nor a number")
+        out.append(AnomalyTruth(key, str(item["kind"]), limits[0], limits[1]))
+    return out
+
+
 def evaluate_directory(
     results_dir: str | Path,
     windows_path: str | Path,
     allow_unlabeled: bool = False,
     probation_fraction: float = PROBATION_FRACTION,
+    truth_path: str | Path | None = None,
 ) -> EvaluationReport:
     """Evaluate every result series below ``results_dir`` against the windows file.
 
     Every key of the windows file must have results. A result series without a key in the windows file is an error
-    unless ``allow_unlabeled`` (then it has no windows: every detection in it is a false positive).
+    unless ``allow_unlabeled`` (then it has no windows: every detection in it is a false positive). ``truth_path``
+    (``anomalies.json``, labels with kinds) adds per-kind event metrics (:func:`kind_metrics`).
     """
     windows = load_windows(windows_path)
-    series, events = load_results(results_dir)
+    series, records = load_results_with_kinds(results_dir)
+    events = {k: v[0] for k, v in records.items()}
     missing = sorted(set(windows) - set(series))
     if missing:
         raise EvaluationError(
@@ -889,4 +1053,8 @@ def evaluate_directory(
             "having no windows)"
         )
     data = [SeriesData(k, *series[k], windows.get(k, _EMPTY_WINDOWS)) for k in sorted(series)]
-    return evaluate_series(data, events or None, probation_fraction=probation_fraction)
+    report = evaluate_series(data, events or None, probation_fraction=probation_fraction)
+    if truth_path is not None:
+        truth = load_truth(truth_path, sorted(series))
+        report = dataclasses.replace(report, kinds=kind_metrics(windows, records, truth))
+    return report

@@ -65,6 +65,7 @@ class PipelineConfig:
     scoring_params: Mapping[str, Any] = field(default_factory=dict)
     learn_below: float = 0.9
     relearn_after: int = 50
+    residual_units: str = "scale"  # scale: residuals divided by the running scale | raw: the stream's units
     channels: ChannelConfig | None = None  # seasonal / out-of-range channels and refractory clamp (None: off)
     events: EventConfig = field(default_factory=EventConfig)
     gap_intervals: float = 5.0
@@ -97,12 +98,15 @@ class PipelineConfig:
             scoring_params=dict(s.scoring.params),
             learn_below=s.scoring.learn_below,
             relearn_after=s.scoring.relearn_after,
+            residual_units=s.scoring.residual_units,
             channels=ChannelConfig(
                 seasonal_periods_s=tuple(s.scoring.seasonal_periods_s),
                 seasonal_bins=tuple(s.scoring.seasonal_bins),
                 range_margin=s.scoring.range_margin,
                 range_warmup=s.scoring.warmup,
                 range_scale=s.scoring.range_scale,
+                range_record_half_life=s.scoring.range_record_half_life,
+                range_cap=s.scoring.range_cap,
                 refractory_half_life=s.scoring.refractory_half_life,
                 refractory_damp=s.scoring.refractory_damp,
             ),
@@ -349,10 +353,13 @@ class Pipeline:
         target_scale = scale[:, self._targets]
         signed = (x[:, self._targets] - predicted) / target_scale
         residual = np.sqrt(np.mean(signed * signed, axis=1))
-        score = self.scorer.score_many(rows, residual)
+        # The scorers judge the residual in scale units, or in the stream's own units (one target: |x - forecast|).
+        raw_units = cfg.residual_units == "raw"
+        judged = residual * target_scale[:, 0] if raw_units and len(self._targets) == 1 else residual
+        score = self.scorer.score_many(rows, judged)
         if self.channels is not None:
             x_target = x[:, self._targets[0]]
-            score, evidence = self.channels.score(rows, ts, x_target, target_scale[:, 0], score)
+            score, evidence = self.channels.score(rows, ts, x_target, target_scale[:, 0], score, raw_units)
         normalizer_warming = self.normalizer.warming_up(rows)
         warming = self.scorer.warming_up(rows) | normalizer_warming | np.isnan(residual)
         score = np.where(warming | np.isnan(score), 0.0, score)
@@ -374,7 +381,7 @@ class Pipeline:
         # Residuals in units of a scale not yet trusted (normalizer warming up) would poison the scorer's statistics.
         learn_scorer = learn & np.isfinite(residual) & ~normalizer_warming
         if learn_scorer.any():
-            self.scorer.learn_many(rows[learn_scorer], residual[learn_scorer])
+            self.scorer.learn_many(rows[learn_scorer], judged[learn_scorer])
         if self.channels is not None:
             self.channels.learn(rows, ts, x_target, learn, evidence, trusted=~normalizer_warming)
 

@@ -112,6 +112,20 @@ class ScoringSettings(_Section):
         0.0, ge=0, description="out-of-range channel: the unit of the excess is at least this many of the stream's "
         "scales, so noise and slow drift at the edge of the range do not score (0: off)",
     )
+    range_record_half_life: float = Field(
+        0.0, ge=0, description="out-of-range channel: the unit of the excess is at least the largest recent excess "
+        "(decayed with this half-life in values), so a trend that keeps stepping just past the range does not score "
+        "while a break-out far beyond the usual steps does (0: off)",
+    )
+    range_cap: float = Field(
+        1.0, ge=0, le=1, description="out-of-range channel: its score never exceeds this; below events.high, leaving "
+        "the range is weak evidence that ranks a value (NAB) but cannot open an event on its own",
+    )
+    residual_units: Literal["raw", "scale"] = Field(
+        "raw", description="units of the residuals the scorers judge: scale = divided by the stream's running "
+        "scale; raw = the stream's own units (the record scorer is a ratio, so it needs no scale, and peaks learned "
+        "while the scale was still growing do not inflate later ones)",
+    )
     refractory_half_life: float = Field(
         1000.0, ge=0, description="a score counts only above the stream's recent peak score, forgotten with this "
         "half-life in values (0: off)",
@@ -128,7 +142,7 @@ class ScoringSettings(_Section):
 
 
 class EventSettings(_Section):
-    high: float = Field(0.9, ge=0, le=1, description="open an event at or above this score")
+    high: float = Field(0.6, ge=0, le=1, description="open an event at or above this score")
     low: float = Field(0.5, ge=0, le=1, description="a value below this is quiet")
     close_after: int = Field(5, ge=1, description="close after this many consecutive quiet values")
     min_values: int = Field(1, ge=1, description="consecutive non-quiet values, the trigger first, before an event opens")

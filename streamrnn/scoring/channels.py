@@ -45,6 +45,8 @@ class ChannelConfig:
     range_margin: float = 0.01  # 0: no out-of-range channel
     range_warmup: int = 200
     range_scale: float = 0.0  # the out-of-range unit is at least this many scales of the stream (0: off)
+    range_record_half_life: float = 0.0  # the unit is at least the largest recent excess (decayed; 0: off)
+    range_cap: float = 1.0  # the out-of-range score never exceeds this (weak evidence: below events.high)
     refractory_half_life: float = 1000.0  # 0: no refractory clamp
     refractory_damp: float = 0.0
 
@@ -79,6 +81,7 @@ class ScoreChannels(RowStatefulMixin):
             "hi": ((), "float64", -np.inf),
             "n": ((), "int64", 0),
             "recent": ((), "float64", 0.0),  # decayed peak of the combined score (refractory)
+            "excess": ((), "float64", 0.0),  # decayed peak of the excesses beyond the range (drift-aware unit)
         }
         for k, b in enumerate(self.bins):
             spec[f"ref{k}"] = ((b,), "float32", np.nan)  # last value seen in each phase slot
@@ -89,6 +92,8 @@ class ScoreChannels(RowStatefulMixin):
             for _ in self.bins
         ]
         self.decay = 1.0 - alpha_from(None, config.refractory_half_life, 1.0) if config.refractory_half_life else 0.0
+        self.excess_decay = (1.0 - alpha_from(None, config.range_record_half_life, 1.0)
+                             if config.range_record_half_life else 0.0)
 
     # -- RowStateful: the seasonal scorers' state travels with ours ------------------------------------------
     def ensure_capacity(self, n_rows: int) -> None:
@@ -133,11 +138,12 @@ class ScoreChannels(RowStatefulMixin):
         return out
 
     def score(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, scale: np.ndarray,
-              model_score: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """(final score of each value, evidence to hand to :meth:`learn`); reads state only."""
+              model_score: np.ndarray, raw_units: bool = False) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """(final score of each value, evidence to hand to :meth:`learn`); reads state only. ``raw_units``: the
+        seasonal residuals are judged in the stream's units instead of scale units."""
         cfg = self.config
         combined = np.where(np.isnan(model_score), 0.0, model_score)
-        seasonal = self.seasonal_residuals(rows, ts, value, scale)
+        seasonal = self.seasonal_residuals(rows, ts, value, np.ones_like(scale) if raw_units else scale)
         for k, scorer in enumerate(self.scorers):
             combined = np.maximum(combined, scorer.score_many(rows, seasonal[k]))
         st = self.state
@@ -149,10 +155,12 @@ class ScoreChannels(RowStatefulMixin):
             unit = np.maximum((hi - lo) * cfg.range_margin, 1e-9 * np.maximum(np.abs(value), 1.0))
             if cfg.range_scale > 0:  # and never less than this many of the stream's scales (noise, drift)
                 unit = np.maximum(unit, cfg.range_scale * scale)
+            if cfg.range_record_half_life > 0:  # and never less than the largest recent step beyond the range
+                unit = np.maximum(unit, st["excess"][rows])
             with np.errstate(invalid="ignore"):
                 ratio = np.minimum(excess / unit, MAX_RATIO)
                 out_of_range = np.where(ratio >= 0, ratio / (ratio + 1.0), 0.0)
-            combined = np.maximum(combined, np.where(ready, out_of_range, 0.0))
+            combined = np.maximum(combined, np.where(ready, np.minimum(out_of_range, cfg.range_cap), 0.0))
         raw = combined
         if cfg.refractory_half_life > 0:
             recent = st["recent"][rows]
@@ -177,6 +185,11 @@ class ScoreChannels(RowStatefulMixin):
             slot, per = self._slots(k, ts)
             st[f"ref{k}"][rows, slot] = value.astype(np.float32)
             st[f"per{k}"][rows, slot] = per
+        if cfg.range_margin > 0 and cfg.range_record_half_life > 0:
+            lo, hi = st["lo"][rows], st["hi"][rows]
+            excess = np.maximum(np.maximum(value - hi, lo - value), 0.0)
+            excess = np.where(np.isfinite(excess) & (st["n"][rows] >= cfg.range_warmup), excess, 0.0)
+            st["excess"][rows] = np.maximum(excess, st["excess"][rows] * self.excess_decay)
         if cfg.range_margin > 0 and ok.any():
             r = rows[ok]
             st["lo"][r] = np.minimum(st["lo"][r], value[ok])

@@ -81,3 +81,38 @@ def test_out_of_range_channel_and_snapshot_round_trip():
     probe = (R0, np.array([15000.0]), np.array([1.5]), np.array([1.0]), np.array([0.0]))
     a, b = ch.score(*probe)[0], twin.score(*probe)[0]
     assert a[0] == b[0] and a[0] > 0.9  # 0.5 beyond a range of 2: r = 25
+
+
+def test_fast_window_is_not_diluted_by_the_long_average():
+    """One large residual among steady noise: the 20-value average barely moves, the 1-value scale sees it."""
+    rng = np.random.default_rng(1)
+    noise = np.abs(rng.normal(0, 1, 3000))
+    slow, fast = RecordScorer(warmup=50, short_window=20), RecordScorer(warmup=50, short_window=20, fast_window=1)
+    for x in noise:
+        slow.learn_one(x)
+        fast.learn_one(x)
+    spike = 3.0 * noise.max()
+    assert slow.score_one(spike) < 0.6  # diluted: (spike + 19 noise) / 20 is not far above the peak average
+    assert fast.score_one(spike) > 0.7  # ratio 3 to the largest single residual
+    assert abs(fast.score_one(1.0) - slow.score_one(1.0)) < 0.1  # an ordinary value scores as before
+    half = RecordScorer(warmup=50, short_window=20, fast_window=1, fast_weight=0.5)
+    for x in noise:
+        half.learn_one(x)
+    assert slow.score_one(spike) <= half.score_one(spike) < fast.score_one(spike)  # the weight shrinks the fast ratio
+
+
+def test_range_cap_and_record_unit():
+    base = dict(seasonal_periods_s=(), seasonal_bins=(), range_margin=0.01, range_warmup=5,
+                refractory_half_life=0.0)
+    ts = np.arange(400) * 300.0
+    trend = np.arange(400) * 0.05  # a value past the range every step, by a small, steady excess
+    plain = feed(ScoreChannels(ChannelConfig(**base), "record", {}, warmup=5), ts, trend)
+    assert plain[20:90].min() > 0.5  # 0.05 past a range below 5: more than one unit (1% of the range) every step
+    recorded = ScoreChannels(ChannelConfig(**base, range_record_half_life=1000.0), "record", {}, warmup=5)
+    out = feed(recorded, ts, trend)
+    assert out[20:].max() <= 0.5 + 1e-9  # the usual step is the unit: a ratio of 1 at most
+    jump = feed(recorded, [ts[-1] + 300.0], [trend[-1] + 5.0])
+    assert jump[0] > 0.95  # far beyond the usual step
+    capped = ScoreChannels(ChannelConfig(**base, range_cap=0.58), "record", {}, warmup=5)
+    feed(capped, ts[:100], np.sin(ts[:100]))
+    assert feed(capped, [ts[100]], [50.0])[0] == 0.58

@@ -39,6 +39,14 @@ def test_replay_writes_scores_and_events_per_file_and_evaluate_reads_them(simula
     report = json.loads(capsys.readouterr().out)
     assert set(report["profiles"]) >= {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert 0.0 <= report["profiles"]["standard"]["normalized"] <= 100.0
+    assert report["kinds"] is None
+    # the NAB layout also writes the labels with their kinds; --truth adds per-kind event metrics
+    labels = json.loads((simulated / "anomalies.json").read_text())
+    assert main(["evaluate", str(results), "--windows", str(simulated / "windows.json"), "--json",
+                 "--truth", str(simulated / "anomalies.json")]) == 0
+    kinds = json.loads(capsys.readouterr().out)["kinds"]
+    assert sum(k["labels"] for k in kinds.values()) == len(labels) > 0
+    assert {lab["kind"] for lab in labels} <= set(kinds)
 
 
 def test_bad_csv_row_is_a_clear_error_or_skipped_on_request(tmp_path, capsys):

@@ -512,3 +512,55 @@ def test_real_corpus_reproduces_published_random_detector_scores(tmp_path):
     report = evaluate_directory(tmp_path, NAB_DEV / "labels" / "combined_windows.json")
     got = [round(p.normalized, 1) for p in report.profiles]
     assert got == [27.8, 17.9, 39.9]
+
+
+def test_per_kind_metrics_from_a_truth_file(tmp_path):
+    """`evaluate --truth anomalies.json`: recall per labeled kind, precision per emitted event kind (NAB layout:
+    the truth names streams, results are `<stream>.csv`)."""
+    res = tmp_path / "res"
+    res.mkdir()
+    ts = T0 + 300.0 * np.arange(100)
+    for name in ("s1", "s2"):
+        (res / f"{name}.csv").write_text("timestamp,value,anomaly_score\n"
+                                         + "".join(f"{nab_time(t)},1.0,0.0\n" for t in ts))
+    ev = [  # s1: a spike event in the spike window (updated to close), a stray spike event, a flatline event
+        {"event_id": "a", "kind": "spike", "action": "open", "start": ts[20], "end": ts[20]},
+        {"event_id": "a", "kind": "spike", "action": "close", "start": ts[20], "end": ts[22]},
+        {"event_id": "b", "kind": "spike", "action": "open", "start": ts[80], "end": ts[80]},
+        {"event_id": "c", "kind": "flatline", "action": "close", "start": ts[50], "end": ts[60]},
+    ]
+    (res / "s1.events.jsonl").write_text("".join(json.dumps({"stream": "s1.csv", **e}) + "\n" for e in ev))
+    (res / "s2.events.jsonl").write_text(json.dumps(  # s2: the level shift is caught, but called a spike
+        {"event_id": "d", "stream": "s2.csv", "kind": "spike", "action": "close", "start": ts[41], "end": ts[45]}) + "\n")
+    windows = tmp_path / "windows.json"
+    windows.write_text(json.dumps({
+        "s1.csv": [[nab_time(ts[15]), nab_time(ts[25])], [nab_time(ts[45]), nab_time(ts[65])]],
+        "s2.csv": [[nab_time(ts[35]), nab_time(ts[45])], [nab_time(ts[70]), nab_time(ts[75])]],
+    }))
+    truth = tmp_path / "anomalies.json"
+    truth.write_text(json.dumps([
+        {"stream": "s1", "kind": "spike", "start": iso(ts[20]), "end": iso(ts[20])},
+        {"stream": "s1", "kind": "flatline", "start": iso(ts[50]), "end": iso(ts[60])},
+        {"stream": "s2", "kind": "level_shift", "start": iso(ts[40]), "end": iso(ts[40])},
+        {"stream": "s2", "kind": "gap", "start": iso(ts[71]), "end": iso(ts[72])},
+    ]))
+    report = evaluate_directory(res, windows, truth_path=truth)
+    got = {m.kind: (m.labels, m.detected, m.matched, m.events, m.true_events) for m in report.kinds}
+    assert got == {"spike": (1, 1, 1, 3, 2), "level_shift": (1, 1, 0, 0, 0), "flatline": (1, 1, 1, 1, 1),
+                   "gap": (1, 0, 0, 0, 0)}
+    assert list(got) == ["spike", "level_shift", "flatline", "gap"]
+    by = {m.kind: m for m in report.kinds}
+    assert by["spike"].precision == pytest.approx(2 / 3) and by["gap"].recall == 0.0
+    assert by["level_shift"].precision is None and by["level_shift"].matched_recall == 0.0
+    d = report.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["kinds"]["spike"]["precision"] == pytest.approx(2 / 3)
+    assert "per anomaly kind" in report.to_table()
+    assert evaluate_directory(res, windows).kinds is None
+    truth.write_text(json.dumps([{"stream": "nope", "kind": "spike", "start": iso(ts[1]), "end": iso(ts[1])}]))
+    with pytest.raises(EvaluationError, match="no result series"):
+        evaluate_directory(res, windows, truth_path=truth)
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
