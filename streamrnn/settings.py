@@ -142,7 +142,7 @@ class ScoringSettings(_Section):
 
 
 class EventSettings(_Section):
-    high: float = Field(0.6, ge=0, le=1, description="open an event at or above this score")
+    high: float = Field(0.9, ge=0, le=1, description="open an event at or above this score")
     low: float = Field(0.5, ge=0, le=1, description="a value below this is quiet")
     close_after: int = Field(5, ge=1, description="close after this many consecutive quiet values")
     min_values: int = Field(1, ge=1, description="consecutive non-quiet values, the trigger first, before an event opens")
