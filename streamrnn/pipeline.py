@@ -442,6 +442,14 @@ class Pipeline:
         z = self.normalizer.transform(rows, values.astype(np.float64))
         return self.config.features.build(z, ts), anomalous
 
+    def history_windows(self, rows: np.ndarray, length: int) -> np.ndarray:
+        """:meth:`history_inputs` of the last ``length`` values of many rows at once: ``[n, length, n_inputs]``."""
+        ts, values, _flags = self.history.windows(rows, length)
+        n = len(rows)
+        flat_rows = np.repeat(np.asarray(rows, dtype=np.int64), length)
+        z = self.normalizer.transform(flat_rows, values.reshape(n * length, -1).astype(np.float64))
+        return self.config.features.build(z, ts.reshape(-1)).reshape(n, length, -1)
+
     def swap_model(self, net: ForecastNet, version: str, prime_len: int | None = None) -> None:
         """Start using ``net`` without stopping: every stream is re-primed (:meth:`reprime`) under the new model."""
         if net.config.n_features != self.config.features.n_inputs or tuple(net.config.targets) != self.config.targets:
@@ -472,7 +480,7 @@ class Pipeline:
                 continue
             for start in range(0, len(group), 4096):  # bounds the [rows, length, inputs] block in memory
                 chunk = group[start:start + 4096]
-                inputs = np.stack([self.history_inputs(int(r), length)[0] for r in chunk])
+                inputs = self.history_windows(chunk, length)
                 forecast_z = self.stepper.run(chunk, inputs)[:, -h:, :].astype(np.float64)  # [n, h', targets]
                 scale = self.normalizer.scale(chunk)[:, self._targets]
                 mean = self.normalizer.mean(chunk)[:, self._targets]

@@ -53,3 +53,16 @@ class HistoryBuffer(RowStatefulMixin):
         n = min(pos, self.size)
         order = (np.arange(pos - n, pos)) % self.size if self.size else np.arange(0)
         return s["ts"][row, order].copy(), s["values"][row, order].copy(), s["anomalous"][row, order].copy()
+
+    def windows(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the last ``length`` (ts, values, anomalous) of each row, oldest first: ``[n, length]``,
+        ``[n, length, n_features]``, ``[n, length]``. Every row must hold at least ``length`` values."""
+        s = self.state
+        rows = np.asarray(rows, dtype=np.int64)
+        pos = s["pos"][rows]
+        if length > self.size or (len(rows) and (np.minimum(pos, self.size) < length).any()):
+            raise ValueError(f"a row holds fewer than {length} values")
+        order = (pos[:, None] - length + np.arange(length)[None, :]) % max(self.size, 1)
+        r = rows[:, None]
+        return s["ts"][r, order], s["values"][r, order], s["anomalous"][r, order]
+

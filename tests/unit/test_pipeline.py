@@ -290,3 +290,16 @@ def test_wrong_number_of_values_is_an_error():
     p = make_pipeline()
     with pytest.raises(ValueError, match="values per observation"):
         p.step(ObservationBatch(stream=np.array(["a"], dtype=object), ts=np.array([0.0]), values=np.zeros((1, 2))))
+
+
+def test_history_windows_equal_history_inputs_row_by_row():
+    data = series(3, 120)
+    rows = [(s, t, v) for s, (ts, vs) in data.items() for t, v in zip(ts, vs)]
+    p = make_pipeline(history_size=64)
+    p.step(ObservationBatch.from_rows(rows))
+    table_rows = np.array([p.table.row_of(s) for s in data], dtype=np.int64)
+    many = p.history_windows(table_rows, 50)
+    for i, row in enumerate(table_rows.tolist()):
+        np.testing.assert_array_equal(many[i], p.history_inputs(row, 50)[0])
+    with pytest.raises(ValueError):
+        p.history_windows(table_rows, 65)
