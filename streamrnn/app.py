@@ -45,8 +45,8 @@ from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
 from streamrnn.pipeline import Pipeline
 from streamrnn.records import Event, Rejected, StepResult
 from streamrnn.settings import Settings
-from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
 from streamrnn.serving import ModelLifecycle
+from streamrnn.state.checkpoint import CheckpointStore, PartitionSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -618,7 +618,6 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
     from streamrnn.connectors.codec import DecoderConfig
 
     from streamrnn.model.registry import ModelRegistry
-    from streamrnn.serving import ModelLifecycle
 
     registry = ModelRegistry(settings.registry.directory) if settings.registry.directory is not None else None
     lifecycle = ModelLifecycle(registry, settings, metrics, source=k.client_id)

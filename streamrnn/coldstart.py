@@ -68,10 +68,9 @@ def build_pipeline_and_card(settings: Any) -> tuple["Pipeline", dict[str, Any]]:
     from streamrnn.pipeline import Pipeline, PipelineConfig
 
     config = PipelineConfig.from_settings(settings)
-    model_path = settings.model.path
     registry = settings.registry.directory
-    if registry is not None and resolve_model_path(registry) is not None:
-        model_path = registry  # the registry's champion serves once there is one
+    champion = resolve_model_path(registry) if registry is not None else None
+    model_path = champion or settings.model.path  # the registry's champion serves once there is one
     net, version, card = load_model_and_card(model_path, config.features, config.targets, config.horizon)
     return Pipeline(config, net, version), card
 

@@ -435,20 +435,20 @@ class Pipeline:
     def history_inputs(self, row: int, max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A stream's history as model inputs ``[T, n_inputs]`` (normalized with today's statistics) and the
         per-value 'excluded as anomalous' flags; the trainer and re-priming use exactly this."""
-        ts, values, anomalous = self.history.series(row)
-        if max_len is not None and len(ts) > max_len:
-            ts, values, anomalous = ts[-max_len:], values[-max_len:], anomalous[-max_len:]
-        rows = np.full(len(ts), row, dtype=np.int64)
-        z = self.normalizer.transform(rows, values.astype(np.float64))
-        return self.config.features.build(z, ts), anomalous
+        length = int(self.history.length(np.array([row]))[0])
+        if max_len is not None:
+            length = min(length, max_len)
+        inputs, anomalous, _ts = self.history_windows(np.array([row]), length)
+        return inputs[0], anomalous[0]
 
-    def history_windows(self, rows: np.ndarray, length: int) -> np.ndarray:
-        """:meth:`history_inputs` of the last ``length`` values of many rows at once: ``[n, length, n_inputs]``."""
-        ts, values, _flags = self.history.windows(rows, length)
+    def history_windows(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``length`` history values of many rows at once, as model inputs ``[n, length, n_inputs]``, with
+        their flags ``[n, length]`` and timestamps ``[n, length]``."""
+        ts, values, anomalous = self.history.windows(rows, length)
         n = len(rows)
         flat_rows = np.repeat(np.asarray(rows, dtype=np.int64), length)
         z = self.normalizer.transform(flat_rows, values.reshape(n * length, -1).astype(np.float64))
-        return self.config.features.build(z, ts.reshape(-1)).reshape(n, length, -1)
+        return self.config.features.build(z, ts.reshape(-1)).reshape(n, length, -1), anomalous, ts
 
     def swap_model(self, net: ForecastNet, version: str, prime_len: int | None = None) -> None:
         """Start using ``net`` without stopping: every stream is re-primed (:meth:`reprime`) under the new model."""
@@ -471,7 +471,7 @@ class Pipeline:
         the model run from the buffer's (or window's) start, so scores continue without a jump."""
         prime_len = self.config.prime_values if prime_len is None else prime_len
         h = self.config.horizon
-        lengths = np.minimum(self.history.length(rows), prime_len) if len(rows) else np.zeros(0, dtype=np.int64)
+        lengths = np.minimum(self.history.length(rows), prime_len)
         for length in np.unique(lengths).tolist():
             group = rows[lengths == length]
             self.stepper.reset(group)
@@ -480,7 +480,7 @@ class Pipeline:
                 continue
             for start in range(0, len(group), 4096):  # bounds the [rows, length, inputs] block in memory
                 chunk = group[start:start + 4096]
-                inputs = self.history_windows(chunk, length)
+                inputs = self.history_windows(chunk, length)[0]
                 forecast_z = self.stepper.run(chunk, inputs)[:, -h:, :].astype(np.float64)  # [n, h', targets]
                 scale = self.normalizer.scale(chunk)[:, self._targets]
                 mean = self.normalizer.mean(chunk)[:, self._targets]

@@ -152,7 +152,7 @@ class ModelLifecycle:
         log.info("model swapped in", extra={"fields": {
             "version": version, "previous": previous, "streams": pipeline.n_streams,
             "reprime_seconds": round(seconds, 3), "probation": probation,
-            "reference_mae": None if np.isnan(self.reference) else round(self.reference, 5)}})
+            "reference_mae": _round(self.reference)}})
         return True
 
     def _judge(self, pipeline: Any) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -62,7 +61,7 @@ class Trainer:
         self.metrics = metrics
         self.clock = clock
         r = settings.retrain
-        self.schedule = RetrainSchedule(r.interval_s, 0, r.min_interval_s)
+        self.schedule = RetrainSchedule(r.interval_s, r.min_interval_s)
         self.pipeline_config = PipelineConfig.from_settings(settings)
         self.net_config = network_config(settings, self.pipeline_config.features)
         self.train_config = train_config_from_settings(settings)
@@ -83,23 +82,24 @@ class Trainer:
                 latest = datetime.fromisoformat(entry["created"]).timestamp()
         return latest
 
-    def champion(self) -> tuple[Any, str]:
-        """The serving network and version: the registry's champion, else the configured starting model."""
+    def champion(self) -> tuple[Any, str, str | None]:
+        """The serving network, its version, and the registry's champion it is (None: the registry has none yet and
+        the configured starting model serves)."""
         from streamrnn.coldstart import load_model_and_card
 
         version = self.registry.champion()
         if version is not None:
             net, _card = self.registry.load(version)
-            return net, version
+            return net, version, version
         c = self.pipeline_config
-        net, version, _card = load_model_and_card(self.settings.model.path, c.features, c.targets, c.horizon)
-        return net, version
+        net, start, _card = load_model_and_card(self.settings.model.path, c.features, c.targets, c.horizon)
+        return net, start, None
 
     def due(self) -> str | None:
         for request in self.registry.take_requests():
             self._pending.append(str(request.get("reason") or "request"))
         requested = self._pending[0] if self._pending else None
-        return self.schedule.due(self.clock(), self.last_run, 0.0, requested)
+        return self.schedule.due(self.clock(), self.last_run, requested)
 
     def check(self) -> RetrainOutcome | None:
         """One look at the triggers; runs (and returns its outcome) if one is due."""
@@ -125,13 +125,8 @@ class Trainer:
             collect(scratch, data, self.settings.retrain.min_history)
         limit = self.settings.retrain.max_streams
         if len(data.series) > limit:
-            keep = np.sort(np.random.default_rng(self.train_config.seed + self.runs).choice(
-                len(data.series), size=limit, replace=False))
-            sampled = TrainingData()
-            for i in keep.tolist():
-                sampled.add(data.series[i], data.masks[i], np.array([]))
-            sampled.first_ts, sampled.last_ts = data.first_ts, data.last_ts
-            data = sampled
+            rng = np.random.default_rng(self.train_config.seed + self.runs)
+            data = data.subset(np.sort(rng.choice(len(data.series), size=limit, replace=False)))
         return data
 
     def run_once(self, trigger: str) -> RetrainOutcome:
@@ -141,7 +136,7 @@ class Trainer:
         self.runs += 1
         outcome_label = "failed"
         try:
-            champion, version = self.champion()
+            champion, version, expected = self.champion()
             data = self.gather(champion, version)
             self.metrics.training_streams.set(len(data.series))
 
@@ -153,29 +148,25 @@ class Trainer:
             outcome = retrainer.run(data, champion, version, trigger=trigger, on_epoch=epoch_done)
             if outcome.model is None:
                 outcome_label = "skipped"
-            else:
-                expected = version if self.registry.champion() is not None else None
-                published = self.registry.publish(outcome.model, outcome.card, outcome.decision,
-                                                  expected_champion=expected)
-                outcome.card["version"] = published
-                outcome.decision = Decision(**self.registry.card(published)["decision"])
-                final = {"outcome": outcome.decision.outcome, "reason": outcome.decision.reason}
-                outcome_label = outcome.decision.outcome
-                m = outcome.metrics
-                for model, key in (("challenger", "val_mae"), ("champion", "champion_val_mae"),
-                                   ("naive", "naive_val_mae")):
-                    if key in m:
-                        self.metrics.validation_mae.labels(model).set(float(m[key]))
-                log.info("retrain run done", extra={"fields": {
-                    "trigger": trigger, "outcome": final["outcome"], "reason": final["reason"],
-                    "version": published, "parent": version, "streams": len(data.series),
-                    "seconds": round(time.perf_counter() - t0, 2)}})
-            if outcome.model is None:
                 log.info("retrain run skipped", extra={"fields": {"trigger": trigger,
                                                                   "reason": outcome.decision.reason}})
+                return outcome
+            published = self.registry.publish(outcome.model, outcome.card, outcome.decision,
+                                              expected_champion=expected)
+            outcome.card["version"] = published
+            # The registry may have turned a promotion into a rejection (the champion changed meanwhile).
+            outcome.decision = Decision(**self.registry.card(published)["decision"])
+            outcome_label = outcome.decision.outcome
+            for model, key in (("challenger", "val_mae"), ("champion", "champion_val_mae"),
+                               ("naive", "naive_val_mae")):
+                if key in outcome.metrics:
+                    self.metrics.validation_mae.labels(model).set(float(outcome.metrics[key]))
+            log.info("retrain run done", extra={"fields": {
+                "trigger": trigger, "outcome": outcome.decision.outcome, "reason": outcome.decision.reason,
+                "version": published, "parent": version, "streams": len(data.series),
+                "seconds": round(time.perf_counter() - t0, 2)}})
             return outcome
         except Stopped:
-            outcome_label = "failed"
             log.info("retrain run abandoned: stop requested")
             raise
         except Exception as error:  # a run must never take the trainer down: log, count, retry on the schedule

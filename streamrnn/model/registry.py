@@ -105,9 +105,12 @@ class ModelRegistry:
     def champion(self) -> str | None:
         """The serving version: the pointer's, or for a registry without one (models copied in by hand) the newest
         artifact not rejected by its card."""
-        champion = self.state()["champion"]
-        if champion is not None:
-            return champion
+        return self._champion_of(self.state())
+
+    def _champion_of(self, state: Mapping[str, Any]) -> str | None:
+        """:meth:`champion` given the pointer file's content already read."""
+        if state["champion"] is not None:
+            return state["champion"]
         for _seq, path in reversed(_versions(self.directory)):
             try:
                 card = _read_card(path)
@@ -137,7 +140,7 @@ class ModelRegistry:
         """Every complete version, oldest first, with its status: ``champion``, ``previous`` (a rollback target),
         ``rolled_back``, ``rejected``, ``retired`` (promoted once, no longer a rollback target) or ``unreviewed``."""
         state = self.state()
-        champion = self.champion()
+        champion = self._champion_of(state)
         out = []
         for _seq, path in _versions(self.directory):
             try:
@@ -194,7 +197,7 @@ class ModelRegistry:
         ``expected_champion``, promotion happens only if that is still the champion (the challenger was judged
         against it); otherwise the model is stored as rejected. Returns the new version."""
         with self._locked() as state:
-            current = state["champion"] if state["champion"] is not None else self.champion()
+            current = self._champion_of(state)
             if decision.outcome == "promoted" and expected_champion is not None and current != expected_champion:
                 decision = Decision("rejected", f"the champion changed from {expected_champion} to {current} "
                                                 f"during training")
@@ -217,7 +220,7 @@ class ModelRegistry:
         """Make ``version`` (any stored one, rejected included) the champion."""
         self.path(version)
         with self._locked() as state:
-            current = state["champion"] if state["champion"] is not None else self.champion()
+            current = self._champion_of(state)
             if current != version:
                 self._promote(state, version, current, reason)
 
@@ -226,7 +229,7 @@ class ModelRegistry:
         nothing happens unless that is still the champion (two daemons judging the same swap roll back once).
         Returns the champion afterwards."""
         with self._locked() as state:
-            current = state["champion"] if state["champion"] is not None else self.champion()
+            current = self._champion_of(state)
             if expected_champion is not None and current != expected_champion:
                 return current or ""
             if not state["history"]:

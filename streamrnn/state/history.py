@@ -48,21 +48,17 @@ class HistoryBuffer(RowStatefulMixin):
 
     def series(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copies of one row's (ts, values, anomalous) in time order, oldest first."""
-        s = self.state
-        pos = int(s["pos"][row])
-        n = min(pos, self.size)
-        order = (np.arange(pos - n, pos)) % self.size if self.size else np.arange(0)
-        return s["ts"][row, order].copy(), s["values"][row, order].copy(), s["anomalous"][row, order].copy()
+        n = int(self.length(np.array([row]))[0])
+        ts, values, anomalous = self.windows(np.array([row]), n)
+        return ts[0], values[0], anomalous[0]
 
     def windows(self, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Copies of the last ``length`` (ts, values, anomalous) of each row, oldest first: ``[n, length]``,
         ``[n, length, n_features]``, ``[n, length]``. Every row must hold at least ``length`` values."""
-        s = self.state
         rows = np.asarray(rows, dtype=np.int64)
-        pos = s["pos"][rows]
-        if length > self.size or (len(rows) and (np.minimum(pos, self.size) < length).any()):
+        if (self.length(rows) < length).any():
             raise ValueError(f"a row holds fewer than {length} values")
-        order = (pos[:, None] - length + np.arange(length)[None, :]) % max(self.size, 1)
+        s = self.state
+        order = (s["pos"][rows][:, None] - length + np.arange(length)[None, :]) % max(self.size, 1)
         r = rows[:, None]
         return s["ts"][r, order], s["values"][r, order], s["anomalous"][r, order]
-

@@ -1,4 +1,4 @@
-"""When to retrain: drift of the residuals (river) and the clock/volume schedule with a minimum spacing.
+"""When to retrain: drift of the residuals (river) and the clock schedule with a minimum spacing.
 
 Owns: the trigger decisions only. It must not train, read snapshots or write the registry.
 
@@ -74,13 +74,11 @@ class RetrainSchedule:
     """``due`` says why a run should start now, or None. Times are wall-clock seconds."""
 
     interval_s: float = 3600.0
-    every_values: int = 0
     min_interval_s: float = 300.0
 
-    def due(self, now: float, last_run: float | None, values_per_stream_since: float,
-            requested: str | None = None) -> str | None:
+    def due(self, now: float, last_run: float | None, requested: str | None = None) -> str | None:
         """``last_run`` None: never ran (a run is due as soon as there is data); ``requested``: the reason of a
-        pending request (drift, a person)."""
+        pending request (drift or new values, seen by a daemon; a person)."""
         if last_run is not None and now - last_run < self.min_interval_s:
             return None
         if last_run is None:
@@ -89,8 +87,6 @@ class RetrainSchedule:
             return requested
         if self.interval_s > 0 and now - last_run >= self.interval_s:
             return "schedule"
-        if self.every_values > 0 and values_per_stream_since >= self.every_values:
-            return "new values"
         return None
 
 

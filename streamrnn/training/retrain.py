@@ -69,24 +69,27 @@ class TrainingData:
             self.first_ts = min(self.first_ts, float(ts[0]))
             self.last_ts = max(self.last_ts, float(ts[-1]))
 
+    def subset(self, keep: np.ndarray) -> "TrainingData":
+        """The series at indices ``keep``; the data range stays that of everything gathered."""
+        out = TrainingData([self.series[i] for i in keep], [self.masks[i] for i in keep], self.first_ts,
+                           self.last_ts)
+        out.values = sum(len(s) for s in out.series)
+        return out
+
     def data_range(self) -> dict[str, Any]:
         return {"streams": len(self.series), "values": self.values,
                 "first_ts": self.first_ts if self.series else None, "last_ts": self.last_ts if self.series else None}
 
 
-def collect(pipeline: Any, data: TrainingData, min_history: int, limit: int | None = None,
-            rng: np.random.Generator | None = None) -> TrainingData:
-    """Add the history of up to ``limit`` streams of ``pipeline`` (those with ``min_history`` values; a random
-    sample with ``rng`` when there are more) to ``data``; returns ``data``."""
+def collect(pipeline: Any, data: TrainingData, min_history: int) -> TrainingData:
+    """Add the whole history of every stream of ``pipeline`` that has ``min_history`` values to ``data``; returns
+    ``data``."""
     rows = np.array(sorted(r for _s, r in pipeline.table.streams()), dtype=np.int64)
-    if len(rows):
-        rows = rows[pipeline.history.length(rows) >= min_history]
-    if limit is not None and len(rows) > limit:
-        rows = np.sort((rng or np.random.default_rng(0)).choice(rows, size=limit, replace=False))
-    for row in rows.tolist():
-        inputs, anomalous = pipeline.history_inputs(row)
-        ts, _values, _flags = pipeline.history.series(row)
-        data.add(inputs, ~anomalous, ts)
+    lengths = pipeline.history.length(rows)
+    for row, length in zip(rows.tolist(), lengths.tolist()):
+        if length >= min_history:
+            inputs, anomalous, ts = pipeline.history_windows(np.array([row]), length)
+            data.add(inputs[0], ~anomalous[0], ts[0])
     return data
 
 

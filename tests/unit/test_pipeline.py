@@ -292,14 +292,22 @@ def test_wrong_number_of_values_is_an_error():
         p.step(ObservationBatch(stream=np.array(["a"], dtype=object), ts=np.array([0.0]), values=np.zeros((1, 2))))
 
 
-def test_history_windows_equal_history_inputs_row_by_row():
+def test_history_windows_are_the_last_values_as_model_inputs():
+    """Checked against the values fed (the ring holds 64 of 120, wrapped): the last 50 of each stream, normalized
+    with today's statistics and turned into features; history_inputs gives the same for one row."""
     data = series(3, 120)
     rows = [(s, t, v) for s, (ts, vs) in data.items() for t, v in zip(ts, vs)]
     p = make_pipeline(history_size=64)
     p.step(ObservationBatch.from_rows(rows))
     table_rows = np.array([p.table.row_of(s) for s in data], dtype=np.int64)
-    many = p.history_windows(table_rows, 50)
-    for i, row in enumerate(table_rows.tolist()):
-        np.testing.assert_array_equal(many[i], p.history_inputs(row, 50)[0])
+    many, flags, ts = p.history_windows(table_rows, 50)
+    for i, (stream, (t, v)) in enumerate(data.items()):
+        row = np.full(50, table_rows[i])
+        z = p.normalizer.transform(row, v[-50:, None].astype(np.float32).astype(np.float64))
+        expected = p.config.features.build(z, t[-50:])
+        np.testing.assert_array_equal(ts[i], t[-50:])
+        np.testing.assert_array_equal(many[i], expected)
+        assert flags[i].dtype == bool and flags[i].shape == (50,)
+        np.testing.assert_array_equal(p.history_inputs(int(table_rows[i]), 50)[0], expected)
     with pytest.raises(ValueError):
         p.history_windows(table_rows, 65)

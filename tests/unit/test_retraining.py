@@ -40,11 +40,11 @@ def test_promotion_needs_to_beat_champion_and_naive_by_the_margin(metrics, outco
 
 
 def test_schedule_respects_min_interval_and_reports_the_trigger():
-    s = RetrainSchedule(interval_s=100, every_values=0, min_interval_s=30)
-    assert s.due(0, None, 0) == "first run"
-    assert s.due(10, 0, 0, requested="drift") is None  # too soon after the last run, even when asked
-    assert s.due(40, 0, 0, requested="drift") == "drift"
-    assert s.due(40, 0, 0) is None and s.due(100, 0, 0) == "schedule"
+    s = RetrainSchedule(interval_s=100, min_interval_s=30)
+    assert s.due(0, None) == "first run"
+    assert s.due(10, 0, requested="drift") is None  # too soon after the last run, even when asked
+    assert s.due(40, 0, requested="drift") == "drift"
+    assert s.due(40, 0) is None and s.due(100, 0) == "schedule"
 
 
 # -- masking -----------------------------------------------------------------------------------------------------
