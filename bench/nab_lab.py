@@ -5,7 +5,6 @@ seconds; what wins is then implemented vectorized over streams in streamrnn/scor
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from streamrnn.settings import KafkaSettings
-from streamrnn.state import checkpoint as ck
 from streamrnn.state.checkpoint import CheckpointStore, KafkaChangelogStore, PartitionSnapshot
 
 CHUNK = 4096

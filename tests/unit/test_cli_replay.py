@@ -1,7 +1,6 @@
 """End to end through the CLI: simulate → replay → evaluate, plus bad input files."""
 
 import json
-from pathlib import Path
 
 import pytest
 

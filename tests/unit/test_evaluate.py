@@ -21,7 +21,6 @@ from streamrnn.evaluate import (
     Profile,
     SeriesData,
     evaluate_directory,
-    evaluate_series,
     load_windows,
     nab_score_at,
     nab_scores,
