@@ -14,8 +14,12 @@ Per value, in this order (causal: a value is scored before anything learns from 
 3. values scoring at or above ``learn_below`` do not update the normalizer and scorer statistics, unless such
    values have lasted ``relearn_after`` values in a row (then they are the new normal);
 4. the normalized value and time features advance the stream's hidden state and give the next forecast;
-5. event detectors turn scores into open / update / close events: the residual channel (``spike``, upgraded to
-   ``level_shift`` when a Page-Hinkley test on the signed residual fires) and the ``flatline`` channel.
+5. event detectors turn *event evidence* (not the per-value score) into open / update / close events
+   (:mod:`streamrnn.scoring.evidence`): the residual channel opens a ``spike`` when a value departs
+   ``events.spike_z`` noise units from both its forecast and the value a day earlier, and names it (or opens)
+   ``level_shift`` when a CUSUM of the signed residual against the value a day earlier fires; the ``flatline``
+   channel when a run of repeats is unlikely for the stream and longer than its longest recent one (record gate). The
+   out-of-range channel and the 20-value smoothing rank values (the ``score``) but open no event.
 
 Several values of one stream in one batch are applied in timestamp order in successive sub-steps, each of which
 touches every stream at most once.
@@ -42,7 +46,8 @@ from streamrnn.rowstate import RowArrays
 from streamrnn.scoring.channels import ChannelConfig, ScoreChannels
 from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
-from streamrnn.scoring.shift import FlatlineDetector, LevelShiftDetector
+from streamrnn.scoring.evidence import EventEvidence, EvidenceConfig, RecordGate
+from streamrnn.scoring.shift import FlatlineDetector
 from streamrnn.state.history import HistoryBuffer
 from streamrnn.state.normalizer import Normalizer
 from streamrnn.state.table import StreamTable
@@ -74,6 +79,10 @@ class PipelineConfig:
     flatline_min_values: int = 12
     level_shift_threshold: float = 25.0
     level_shift_delta: float = 0.5
+    level_shift_hold_s: float = 86400.0
+    spike_z: float = 4.0
+    record_half_life: float = 0.0
+    record_margin: float = 1.0
     idle_ttl_s: float = 7 * 86400.0
     history_size: int = 2048
     prime_values: int = 256
@@ -126,6 +135,10 @@ class PipelineConfig:
             flatline_min_values=s.events.flatline_min_values,
             level_shift_threshold=s.events.level_shift_threshold,
             level_shift_delta=s.events.level_shift_delta,
+            level_shift_hold_s=s.events.level_shift_hold_s,
+            spike_z=s.events.spike_z,
+            record_half_life=s.events.record_half_life,
+            record_margin=s.events.record_margin,
             idle_ttl_s=s.state.idle_ttl_s,
             history_size=s.state.history_size,
             prime_values=s.registry.prime_values,
@@ -156,8 +169,13 @@ class Pipeline:
         self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **params)
         self.channels = None if config.channels is None else ScoreChannels(
             config.channels, config.scoring_method, params, config.scoring_warmup, cap)
-        self.level_shift = LevelShiftDetector(config.level_shift_threshold, config.level_shift_delta, cap)
-        self.flatline = FlatlineDetector(config.flatline_min_values, capacity=cap)
+        self.event_evidence = EventEvidence(EvidenceConfig(
+            high=config.events.high, spike_z=config.spike_z, shift_threshold=config.level_shift_threshold,
+            shift_delta=config.level_shift_delta, shift_hold_s=config.level_shift_hold_s,
+            warmup=config.scoring_warmup), cap)
+        self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
+                                         record_margin=config.record_margin, capacity=cap)
+        self.silence = RecordGate(config.record_half_life, config.record_margin, cap)
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)
         self.flatline_events = EventDetector("flatline", config.events, FLATLINE_KINDS, cap)
         self.history = HistoryBuffer(config.history_size, n_values, cap)
@@ -177,8 +195,9 @@ class Pipeline:
             ("normalizer", self.normalizer),
             ("scorer", self.scorer),
             *([("channels", self.channels)] if self.channels is not None else []),
-            ("level_shift", self.level_shift),
+            ("event_evidence", self.event_evidence),
             ("flatline", self.flatline),
+            ("silence", self.silence),
             ("residual_events", self.residual_events),
             ("flatline_events", self.flatline_events),
             ("history", self.history),
@@ -329,6 +348,8 @@ class Pipeline:
         interval = table["interval"][rows]
         known = np.isfinite(interval) & (table["count"][rows] >= 3)
         gap = known & (dt > cfg.gap_intervals * interval)
+        # Record gate: a silence counts only when longer than the stream's longest recent one (in usual intervals).
+        gap &= self.silence.exceeds(rows, np.where(known, dt / interval, 0.0))
         reset = known & (dt > cfg.reset_gap_intervals * interval)
         if cfg.reset_gap_s > 0:
             reset |= dt > cfg.reset_gap_s
@@ -393,8 +414,10 @@ class Pipeline:
         self.own["forecast"][rows, slot] = forecast_z * new_scale + new_mean
 
         # 5. persistent-change detectors and events -----------------------------------------------------------
-        bias = np.where(warming, np.nan, np.mean(signed, axis=1))
-        shifted = self.level_shift.update(rows, bias)
+        x0 = x[:, self._targets[0]]
+        daily = evidence[2] if self.channels is not None else np.full(len(rows), np.nan)
+        event_evidence, shifted = self.event_evidence.update(
+            rows, ts, x0 - predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming)
         flat_score = self.flatline.update(rows, x[:, self._targets[0]])
         flat_score = np.where(normalizer_warming, 0.0, flat_score)
         # Values inside an open event are kept out of training as well as those scored anomalous.
@@ -403,8 +426,7 @@ class Pipeline:
         self.table.advance(rows, ts, learn_interval=~gap)
 
         ids = batch.stream[idx]
-        residual_score = np.where(shifted, np.maximum(score, cfg.events.high), score)
-        events.extend(self.residual_events.update(rows, ids, ts, residual_score, shifted.astype(np.int8)))
+        events.extend(self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8)))
         events.extend(self.flatline_events.update(rows, ids, ts, flat_score, np.zeros(len(rows), dtype=np.int8)))
 
         out_score[idx] = score

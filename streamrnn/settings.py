@@ -142,8 +142,11 @@ class ScoringSettings(_Section):
 
 
 class EventSettings(_Section):
-    high: float = Field(0.9, ge=0, le=1, description="open an event at or above this score")
-    low: float = Field(0.5, ge=0, le=1, description="a value below this is quiet")
+    high: float = Field(
+        0.9, ge=0, le=1, description="open an event when a value's event evidence reaches this (spike / level shift: "
+        "see spike_z and level_shift_threshold; flatline: 1 - repeat_rate^run), not the per-value score",
+    )
+    low: float = Field(0.5, ge=0, le=1, description="a value whose event evidence is below this is quiet")
     close_after: int = Field(5, ge=1, description="close after this many consecutive quiet values")
     min_values: int = Field(1, ge=1, description="consecutive non-quiet values, the trigger first, before an event opens")
     merge_gap_s: float = Field(0.0, ge=0, description="a trigger within this after an event's end resumes it (same event_id)")
@@ -152,10 +155,25 @@ class EventSettings(_Section):
     update_every: int = Field(0, ge=0, description="also an update every N values of an open event (0: off)")
     gap_intervals: float = Field(5.0, gt=1, description="a gap event when values stop for this many usual intervals")
     flatline_min_values: int = Field(12, ge=2, description="a repeated value counts as flat from this run length")
-    level_shift_threshold: float = Field(
-        25.0, gt=0, description="Page-Hinkley threshold on the normalized residual (sustained bias)"
+    record_half_life: float = Field(
+        0.0, ge=0, description="record gate: a run of repeats or a silence opens a flatline / gap event only when "
+        "longer than record_margin times the stream's longest recent one, forgotten with this half-life in values "
+        "(0: off)",
     )
-    level_shift_delta: float = Field(0.5, ge=0, description="Page-Hinkley tolerance per value")
+    record_margin: float = Field(1.0, ge=1, description="record gate: how much longer than the recent longest")
+    spike_z: float = Field(
+        4.0, gt=0, description="spike evidence reaches `high` when a value departs this many noise units from both its "
+        "forecast and the value a day earlier (each judged against its own running mean and sd)",
+    )
+    level_shift_threshold: float = Field(
+        25.0, gt=0, description="level_shift fires when a two-sided CUSUM of the signed residual against the value a day "
+        "earlier (noise units, each value's part capped at 3) reaches this",
+    )
+    level_shift_delta: float = Field(0.5, ge=0, description="CUSUM allowance per value (noise units)")
+    level_shift_hold_s: float = Field(
+        86400.0, ge=0, description="after a level shift fires, the test rests this long (the day-earlier reference "
+        "still holds the old level)",
+    )
 
     @model_validator(mode="after")
     def _low_below_high(self) -> "EventSettings":

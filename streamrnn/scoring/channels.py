@@ -125,25 +125,35 @@ class ScoreChannels(RowStatefulMixin):
         slot = np.floor((ts - phase * period) * (self.bins[k] / period)).astype(np.int64)
         return np.clip(slot, 0, self.bins[k] - 1), phase.astype(np.int64)
 
-    def seasonal_residuals(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """``[len(periods), m]``: |value - value one period earlier| / scale (NaN where no fresh reference)."""
+    def seasonal_signed(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """``[len(periods), m]``: value - value one period earlier, in the stream's units (NaN where no fresh
+        reference)."""
         out = np.full((len(self.bins), len(rows)), np.nan)
         for k in range(len(self.bins)):
             slot, per = self._slots(k, ts)
             ref = self.state[f"ref{k}"][rows, slot].astype(np.float64)
             fresh = self.state[f"per{k}"][rows, slot] == per - 1
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r = np.abs(value - ref) / scale
-            out[k] = np.where(fresh, np.minimum(r, X_MAX), np.nan)
+            out[k] = np.where(fresh, value - ref, np.nan)
         return out
 
+    def seasonal_residuals(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, scale: np.ndarray,
+                           signed: np.ndarray | None = None) -> np.ndarray:
+        """``[len(periods), m]``: |value - value one period earlier| / scale (NaN where no fresh reference)."""
+        if signed is None:
+            signed = self.seasonal_signed(rows, ts, value)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.minimum(np.abs(signed) / scale, X_MAX)
+
     def score(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, scale: np.ndarray,
-              model_score: np.ndarray, raw_units: bool = False) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+              model_score: np.ndarray, raw_units: bool = False) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """(final score of each value, evidence to hand to :meth:`learn`); reads state only. ``raw_units``: the
-        seasonal residuals are judged in the stream's units instead of scale units."""
+        seasonal residuals are judged in the stream's units instead of scale units. The evidence's third item is
+        the signed residual against the first seasonal period (value - value a day earlier by default; NaN where
+        unknown), which the event layer uses (:mod:`streamrnn.scoring.evidence`)."""
         cfg = self.config
         combined = np.where(np.isnan(model_score), 0.0, model_score)
-        seasonal = self.seasonal_residuals(rows, ts, value, np.ones_like(scale) if raw_units else scale)
+        signed = self.seasonal_signed(rows, ts, value)
+        seasonal = self.seasonal_residuals(rows, ts, value, np.ones_like(scale) if raw_units else scale, signed)
         for k, scorer in enumerate(self.scorers):
             combined = np.maximum(combined, scorer.score_many(rows, seasonal[k]))
         st = self.state
@@ -165,15 +175,16 @@ class ScoreChannels(RowStatefulMixin):
         if cfg.refractory_half_life > 0:
             recent = st["recent"][rows]
             combined = np.where(raw > recent, raw, raw * cfg.refractory_damp)
-        return combined, (raw, seasonal)
+        first = signed[0] if len(self.bins) else np.full(len(rows), np.nan)
+        return combined, (raw, seasonal, first)
 
     def learn(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, learn: np.ndarray,
-              evidence: tuple[np.ndarray, np.ndarray], trusted: np.ndarray | None = None) -> None:
+              evidence: tuple[np.ndarray, ...], trusted: np.ndarray | None = None) -> None:
         """Fold the values in, after :meth:`score` (whose ``evidence`` this takes) and the normal/anomalous
         decision ``learn``; the seasonal scorers learn only where ``trusted`` (the scale is no longer warming up)."""
         cfg = self.config
         st = self.state
-        raw, seasonal = evidence
+        raw, seasonal = evidence[0], evidence[1]
         if cfg.refractory_half_life > 0:
             # The peak follows the uncapped combined evidence of every value, normal or not.
             st["recent"][rows] = np.maximum(raw, st["recent"][rows] * self.decay)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
+from streamrnn.scoring.base import alpha_from
 
 
 class LevelShiftDetector(RowStatefulMixin):
@@ -51,17 +52,33 @@ class FlatlineDetector(RowStatefulMixin):
 
     p is learned (exponentially weighted, prior ``prior_repeat``) only from values outside long runs, so a stuck
     sensor does not teach the detector that repeating is normal. Runs shorter than ``min_run`` score 0.
+
+    Record gate (``record_half_life`` > 0): a run scores only while longer than ``record_margin`` times the longest
+    run this stream completed lately (each completed run folds in; the record decays with ``record_half_life``
+    values). A quantized or square-wave stream that repeats a value for 100 values every day then stops looking
+    stuck at each of them, while a stream that never repeats still opens an event at its first long run.
+
+    >>> f = FlatlineDetector(min_run=3, record_half_life=1000.0)
+    >>> rows = np.array([0])
+    >>> seq = [1, 2] + [3] * 6 + [4, 5] + [6] * 5 + [7] + [8] * 9
+    >>> flagged = [bool(f.update(rows, np.array([float(v)]))[0] > 0) for v in seq]
+    >>> [i for i, x in enumerate(flagged) if x][:1], any(flagged[10:15]), flagged[-1]
+    ([5], False, True)
     """
 
-    def __init__(self, min_run: int = 12, prior_repeat: float = 0.05, alpha: float = 0.01, capacity: int = 16) -> None:
+    def __init__(self, min_run: int = 12, prior_repeat: float = 0.05, alpha: float = 0.01,
+                 record_half_life: float = 0.0, record_margin: float = 1.0, capacity: int = 16) -> None:
         self.min_run = min_run
         self.prior_repeat = prior_repeat
         self.alpha = alpha
+        self.record_margin = float(record_margin)
+        self.record_decay = 1.0 - alpha_from(None, record_half_life, 1.0) if record_half_life > 0 else 0.0
         self.state = RowArrays(
             {
                 "last": ((), "float64", np.nan),
                 "run": ((), "int64", 0),  # consecutive repeats of the last value
                 "repeat_rate": ((), "float64", prior_repeat),
+                "record": ((), "float64", 0.0),  # longest completed run lately (decayed; record gate)
             },
             capacity=capacity,
         )
@@ -70,7 +87,8 @@ class FlatlineDetector(RowStatefulMixin):
         s = self.state
         last = s["last"][rows]
         same = value == last
-        run = np.where(same, s["run"][rows] + 1, 0)
+        prev_run = s["run"][rows]
+        run = np.where(same, prev_run + 1, 0)
         rate = s["repeat_rate"][rows]
         learn = run < self.min_run
         rate = np.where(learn, rate + self.alpha * (same.astype(np.float64) - rate), rate)
@@ -80,7 +98,13 @@ class FlatlineDetector(RowStatefulMixin):
         s["run"][rows] = run
         s["repeat_rate"][rows] = rate
         score = 1.0 - np.power(rate, run)
-        return np.where(run >= self.min_run, score, 0.0)
+        counts = run >= self.min_run
+        if self.record_decay > 0:
+            record = s["record"][rows] * self.record_decay
+            counts &= run > self.record_margin * record
+            # A run that just ended (this value differs) folds into the record.
+            s["record"][rows] = np.where(same, record, np.maximum(record, prev_run))
+        return np.where(counts, score, 0.0)
 
     def run_length(self, rows: np.ndarray) -> np.ndarray:
         return self.state["run"][rows]

@@ -1,0 +1,208 @@
+"""Event evidence: what opens a ``spike`` or ``level_shift`` event, computed beside (not from) the per-value score.
+
+The per-value ``score`` ranks values (NAB scores it; see :mod:`streamrnn.scoring.channels`); it mixes channels whose
+alarms are not events (leaving the learned range, which a normal trending stream does) and smooths the residual over
+20 values (diluting a one-value spike). The event decision asks other questions, per stream, vectorized over rows:
+
+* **spike evidence**: how many noise units a value departs from its forecast (``fore``: value - forecast) *and* from
+  the value one day earlier (``daily``: value - value one period earlier, from the first seasonal channel), each
+  against its own running mean and standard deviation (exponentially weighted, half-lives ``bias_half_life`` and
+  ``noise_half_life`` values, updates winsorized at ``learn_clip`` standard deviations so that anomalies barely move
+  them). ``z = min(z_fore, z_daily)``: a spike is far from both its neighbours and yesterday, while normal motion
+  (a steep daily slope, a weekday that differs from yesterday) is far from at most one. Without a fresh daily
+  reference ``z = z_fore / 2``. Spike evidence = ``min(1, high * z / spike_z)``: ``events.high`` at ``spike_z``.
+* **level-shift evidence**: a two-sided CUSUM on the signed daily residual in noise units, each value's increment
+  capped at ``shift_clip`` (so a 1-3 value spike cannot fire it) minus the allowance ``shift_delta``; it *fires*
+  when a sum reaches ``shift_threshold``: evidence 1 and kind ``level_shift``. Below that the evidence is
+  ``high * sum / shift_threshold`` (so a building shift keeps the event that its first value opened from closing).
+  After firing the test rests for ``shift_hold_s`` (one day: the daily reference still holds the old level) and the
+  daily statistics do not learn meanwhile; then the daily mean restarts from the first value (the reference holds
+  the new level by then). The daily mean follows only values within ``bias_clip`` sd of it (half-life
+  ``bias_half_life``: short, so that the slow change of a weekly cycle from one day to the next is followed), so a
+  shift is never averaged into it. A shift thus opens one event: as a spike at its first value, upgraded to ``level_shift``
+  (:class:`~streamrnn.scoring.events.EventDetector` upgrades kinds), or directly as ``level_shift``.
+
+Owns: its per-stream state (one RowArrays). Must not touch streams ids, models, events or I/O.
+
+>>> ev = EventEvidence(EvidenceConfig(warmup=20))
+>>> rows, rng = np.array([0]), np.random.default_rng(0)
+>>> out = []
+>>> for i in range(120):
+...     d = 5.0 if i >= 100 else 0.0  # a level shift at value 100: the value departs from yesterday's from then on
+...     e = rng.normal(0, 1, 2)
+...     score, fired = ev.update(rows, np.array([i * 300.0]), np.array([e[0] + (d if i == 100 else 0.0)]),
+...                              np.array([e[1] + d]))
+...     out.append((round(float(score[0]), 2), bool(fired[0])))
+>>> out[100][0] >= 0.9, [i for i, (_s, f) in enumerate(out) if f]
+(True, [105])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrnn.rowstate import RowArrays, RowStatefulMixin
+from streamrnn.scoring.base import alpha_from
+
+# A stream whose residuals never move (a constant) has no noise: its unit is this fraction of the value's magnitude.
+_TINY = 1e-9
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """Settings of :class:`EventEvidence` (see the module docstring)."""
+
+    high: float = 0.9  # events.high: spike evidence reaches it at spike_z, level-shift evidence at the threshold
+    spike_z: float = 4.0
+    shift_threshold: float = 25.0
+    shift_delta: float = 0.5
+    shift_clip: float = 3.0
+    shift_hold_s: float = 86400.0
+    noise_half_life: float = 500.0
+    bias_half_life: float = 5.0
+    bias_clip: float = 2.0
+    learn_clip: float = 4.0
+    warmup: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0 < self.high <= 1 or not self.spike_z > 0 or not self.shift_threshold > 0:
+            raise ValueError("high must be in (0, 1], spike_z and shift_threshold > 0")
+        if self.shift_delta < 0 or not self.shift_clip > 0 or self.shift_hold_s < 0 or not self.learn_clip > 0:
+            raise ValueError("shift_delta and shift_hold_s must be >= 0, shift_clip and learn_clip > 0")
+
+
+class EventEvidence(RowStatefulMixin):
+    """Spike and level-shift evidence per value, vectorized over the rows of a sub-step (one call per value)."""
+
+    def __init__(self, config: EvidenceConfig | None = None, capacity: int = 16) -> None:
+        self.config = config or EvidenceConfig()
+        self.a_bias = alpha_from(None, self.config.bias_half_life, 20.0)
+        self.a_noise = alpha_from(None, self.config.noise_half_life, 500.0)
+        self.state = RowArrays(
+            {
+                # per channel (0: forecast residual, 1: daily residual): level, variance, values learned, slope
+                "stats": ((2, 4), "float64", 0.0),
+                "cusum": ((2,), "float64", 0.0),  # up, down
+                "hold_until": ((), "float64", -np.inf),  # the shift test rests before this ts
+                "held": ((), "bool", False),  # a hold ended: the daily mean restarts from the next value
+            },
+            capacity,
+        )
+
+    def _z(self, stats: np.ndarray, x: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics."""
+        sd = np.sqrt(stats[:, 1])
+        sd = np.maximum(sd, _TINY * np.maximum(magnitude, 1.0))
+        ready = (stats[:, 2] >= self.config.warmup) & np.isfinite(x)
+        with np.errstate(invalid="ignore"):
+            z = (x - stats[:, 0] - stats[:, 3]) / sd
+        return np.where(ready, z, np.nan), ready
+
+    def _learn(self, stats: np.ndarray, x: np.ndarray, z: np.ndarray, learn: np.ndarray,
+               anchor: np.ndarray | None = None) -> None:
+        """Fold values into one channel's gathered [m, 4] block, in place. The level follows the values with a
+        slope (double exponential smoothing, half-life ``bias_half_life``: a slowly moving mean, e.g. a weekly cycle
+        seen from one day to the next, is followed without lag), but only values within ``bias_clip`` sd of the
+        prediction move it (a shift is never averaged in; the level then moves on with its slope); the variance of
+        the prediction errors takes every value winsorized at ``learn_clip`` sd. Before warm-up (z NaN) every value
+        counts in full. ``anchor``: the level restarts at the value (slope 0)."""
+        cfg = self.config
+        sd = np.sqrt(stats[:, 1])
+        pred = stats[:, 0] + stats[:, 3]
+        err = x - pred
+        warm = np.isnan(z)
+        capped = np.where(warm, err, np.clip(err, -cfg.learn_clip * sd, cfg.learn_clip * sd))
+        first = stats[:, 2] == 0
+        follow = np.where(warm | (np.abs(z) < cfg.bias_clip), err, 0.0)
+        level = pred + self.a_bias * follow
+        slope = stats[:, 3] + self.a_bias * self.a_bias * follow
+        restart = first if anchor is None else first | anchor
+        level = np.where(restart, x, level)
+        slope = np.where(restart, 0.0, slope)
+        # The variance averages all values so far until its half-life takes over (no bias toward its start at 0).
+        a = np.maximum(self.a_noise, 1.0 / np.maximum(stats[:, 2], 1.0))
+        var = np.where(first, 0.0, (1 - a) * (stats[:, 1] + a * capped * capped))
+        ok = learn & np.isfinite(x)
+        stats[:, 0] = np.where(ok, level, stats[:, 0])
+        stats[:, 1] = np.where(ok, var, stats[:, 1])
+        stats[:, 3] = np.where(ok, slope, stats[:, 3])
+        stats[:, 2] += ok
+
+    def update(self, rows: np.ndarray, ts: np.ndarray, fore: np.ndarray, daily: np.ndarray,
+               magnitude: np.ndarray | None = None, learn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(evidence in [0, 1], level-shift fired) per value; then folds the values into the statistics.
+
+        ``fore``: value - forecast, ``daily``: value - value one day earlier, both signed, in the stream's units (NaN
+        where unknown); ``magnitude``: |value| (floors the noise unit of a constant stream); ``learn``: False where
+        the values must not enter the statistics (the stream's scale is still warming up)."""
+        cfg = self.config
+        rows = np.asarray(rows, dtype=np.int64)
+        m = len(rows)
+        fore = np.asarray(fore, dtype=np.float64)
+        daily = np.asarray(daily, dtype=np.float64)
+        magnitude = np.ones(m) if magnitude is None else np.abs(magnitude)
+        learn = np.ones(m, dtype=bool) if learn is None else learn
+        st = self.state
+        stats = st["stats"][rows]  # [m, 2, 3] copy
+        zf, ready_f = self._z(stats[:, 0], fore, magnitude)
+        zd, ready_d = self._z(stats[:, 1], daily, magnitude)
+        z = np.where(ready_d, np.fmin(np.abs(zf), np.abs(zd)), np.abs(zf) * 0.5)
+        spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
+
+        hold = ts < st["hold_until"][rows]
+        held = st["held"][rows]
+        anchor = held & ~hold & np.isfinite(daily)  # first daily value after a hold: the mean restarts there
+        if anchor.any():
+            zd = np.where(anchor, 0.0, zd)
+        # Without a fresh daily reference the test runs on the forecast residual (a forecaster that lags a shift).
+        test = (ready_d | ready_f) & ~hold
+        cusum = st["cusum"][rows]
+        u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
+        up = np.where(test, np.maximum(0.0, cusum[:, 0] + u - cfg.shift_delta), 0.0)
+        down = np.where(test, np.maximum(0.0, cusum[:, 1] - u - cfg.shift_delta), 0.0)
+        stat = np.maximum(up, down)
+        fired = stat >= cfg.shift_threshold
+        shift = np.where(fired, 1.0, np.minimum(cfg.high * stat / cfg.shift_threshold, 1.0))
+        if fired.any():
+            up[fired] = 0.0
+            down[fired] = 0.0
+            st["hold_until"][rows[fired]] = ts[fired] + cfg.shift_hold_s
+            hold = hold | fired
+        st["held"][rows] = np.where(anchor, False, held | fired)
+        st["cusum"][rows] = np.stack([up, down], axis=1)
+
+        self._learn(stats[:, 0], fore, zf, learn)
+        self._learn(stats[:, 1], daily, zd, learn & ~hold, anchor)
+        st["stats"][rows] = stats
+        return np.maximum(spike, shift), fired
+
+
+class RecordGate(RowStatefulMixin):
+    """The longest recent run (of repeats, or of silence in usual intervals) per stream, decayed with ``half_life``
+    values: a run counts as a flat line or a gap only when longer than ``margin`` times it, so a stream that often
+    repeats or pauses (a quantized sensor, irregular sampling) does not cry wolf at each run, while a stream that
+    never does still opens an event at its first. ``half_life = 0``: off (every run counts).
+
+    >>> g = RecordGate(half_life=1000.0)
+    >>> rows = np.array([0])
+    >>> [bool(g.exceeds(rows, np.array([r]))[0]) for r in (20.0, 10.0, 20.0, 30.0)]
+    [True, False, False, True]
+    """
+
+    def __init__(self, half_life: float = 0.0, margin: float = 1.0, capacity: int = 16) -> None:
+        self.half_life = float(half_life)
+        self.margin = float(margin)
+        self.decay = 1.0 - alpha_from(None, half_life, 1.0) if half_life > 0 else 0.0
+        self.state = RowArrays({"record": ((), "float64", 0.0), "last": ((), "float64", np.nan)}, capacity)
+
+    def exceeds(self, rows: np.ndarray, run: np.ndarray, values: np.ndarray | int = 1) -> np.ndarray:
+        """Whether each completed ``run`` beats the row's record, then fold it in (the record also decays by
+        ``values`` values)."""
+        if self.half_life <= 0:
+            return np.ones(len(rows), dtype=bool)
+        record = self.state["record"][rows] * np.power(self.decay, values)
+        beats = run > self.margin * record
+        self.state["record"][rows] = np.maximum(record, run)
+        return beats
