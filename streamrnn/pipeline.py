@@ -348,6 +348,7 @@ class Pipeline:
         interval = table["interval"][rows]
         known = np.isfinite(interval) & (table["count"][rows] >= 3)
         gap = known & (dt > cfg.gap_intervals * interval)
+        gap_seen = gap.copy()
         # Record gate: a silence counts only when longer than the stream's longest recent one (in usual intervals).
         gap &= self.silence.exceeds(rows, np.where(known, dt / interval, 0.0))
         reset = known & (dt > cfg.reset_gap_intervals * interval)
@@ -415,15 +416,18 @@ class Pipeline:
 
         # 5. persistent-change detectors and events -----------------------------------------------------------
         x0 = x[:, self._targets[0]]
-        daily = evidence[2] if self.channels is not None else np.full(len(rows), np.nan)
-        event_evidence, shifted = self.event_evidence.update(
-            rows, ts, x0 - predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming)
-        flat_score = self.flatline.update(rows, x[:, self._targets[0]])
+        flat_score = self.flatline.update(rows, x0)
         flat_score = np.where(normalizer_warming, 0.0, flat_score)
+        daily = evidence[2] if self.channels is not None else np.full(len(rows), np.nan)
+        run = self.flatline.run_length(rows)
+        flat_since = np.where(run >= cfg.flatline_min_values, ts - run * interval, np.nan)
+        event_evidence, shifted = self.event_evidence.update(
+            rows, ts, x0 - predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
+            flat_since=flat_since, restart=gap_seen)
         # Values inside an open event are kept out of training as well as those scored anomalous.
         in_event = self.residual_events.is_open(rows) | self.flatline_events.is_open(rows)
         self.history.append(rows, ts, x, excluded | in_event)
-        self.table.advance(rows, ts, learn_interval=~gap)
+        self.table.advance(rows, ts, learn_interval=~gap_seen)
 
         ids = batch.stream[idx]
         events.extend(self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8)))

@@ -60,6 +60,7 @@ class EvidenceConfig:
     shift_delta: float = 0.5
     shift_clip: float = 3.0
     shift_hold_s: float = 86400.0
+    period_s: float = 86400.0  # the period of the ``daily`` reference (the first seasonal channel)
     noise_half_life: float = 500.0
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -86,7 +87,9 @@ class EventEvidence(RowStatefulMixin):
                 "stats": ((2, 4), "float64", 0.0),
                 "cusum": ((2,), "float64", 0.0),  # up, down
                 "hold_until": ((), "float64", -np.inf),  # the shift test rests before this ts
-                "held": ((), "bool", False),  # a hold ended: the daily mean restarts from the next value
+                "held": ((), "bool", False),  # in a hold: the daily level restarts after it
+                "missed": ((), "bool", False),  # the last value had no daily residual: the level restarts
+                "taint": ((2,), "float64", np.nan),  # start, end ts of the latest flat run (a bad reference later)
             },
             capacity,
         )
@@ -131,12 +134,17 @@ class EventEvidence(RowStatefulMixin):
         stats[:, 2] += ok
 
     def update(self, rows: np.ndarray, ts: np.ndarray, fore: np.ndarray, daily: np.ndarray,
-               magnitude: np.ndarray | None = None, learn: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               magnitude: np.ndarray | None = None, learn: np.ndarray | None = None,
+               flat_since: np.ndarray | None = None, restart: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
         """(evidence in [0, 1], level-shift fired) per value; then folds the values into the statistics.
 
         ``fore``: value - forecast, ``daily``: value - value one day earlier, both signed, in the stream's units (NaN
         where unknown); ``magnitude``: |value| (floors the noise unit of a constant stream); ``learn``: False where
-        the values must not enter the statistics (the stream's scale is still warming up)."""
+        the values must not enter the statistics (the stream's scale is still warming up); ``flat_since``: the ts
+        at which the stream's current run of repeated values began, where it is long enough to look stuck (NaN
+        elsewhere): the values of such a run are no reference one period later, and the shift test rests during it;
+        ``restart``: the daily level restarts at this value (the stream was silent for a while)."""
         cfg = self.config
         rows = np.asarray(rows, dtype=np.int64)
         m = len(rows)
@@ -145,6 +153,16 @@ class EventEvidence(RowStatefulMixin):
         magnitude = np.ones(m) if magnitude is None else np.abs(magnitude)
         learn = np.ones(m, dtype=bool) if learn is None else learn
         st = self.state
+        taint = st["taint"][rows]
+        flat = np.zeros(m, dtype=bool) if flat_since is None else np.isfinite(flat_since)
+        if flat.any():
+            new = flat & ~(flat_since <= taint[:, 1])  # a run not yet recorded (NaN end compares False)
+            taint[:, 0] = np.where(new, flat_since, taint[:, 0])
+            taint[:, 1] = np.where(flat, ts, taint[:, 1])
+            st["taint"][rows] = taint
+        # A reference taken inside a stuck run (a period ago) compares nothing; nor does a stuck value today.
+        back = ts - cfg.period_s
+        daily = np.where(flat | ((taint[:, 0] <= back) & (back <= taint[:, 1])), np.nan, daily)
         stats = st["stats"][rows]  # [m, 2, 3] copy
         zf, ready_f = self._z(stats[:, 0], fore, magnitude)
         zd, ready_d = self._z(stats[:, 1], daily, magnitude)
@@ -153,11 +171,16 @@ class EventEvidence(RowStatefulMixin):
 
         hold = ts < st["hold_until"][rows]
         held = st["held"][rows]
-        anchor = held & ~hold & np.isfinite(daily)  # first daily value after a hold: the mean restarts there
+        # The first daily value after a hold, a stretch without daily values or a silence: the level restarts there.
+        anchor = (held & ~hold) | st["missed"][rows]
+        if restart is not None:
+            anchor |= restart
+        anchor &= np.isfinite(daily)
+        st["missed"][rows] = ~np.isfinite(daily) & (stats[:, 1, 2] > 0)
         if anchor.any():
             zd = np.where(anchor, 0.0, zd)
         # Without a fresh daily reference the test runs on the forecast residual (a forecaster that lags a shift).
-        test = (ready_d | ready_f) & ~hold
+        test = (ready_d | ready_f) & ~hold & ~flat
         cusum = st["cusum"][rows]
         u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, cusum[:, 0] + u - cfg.shift_delta), 0.0)
