@@ -81,8 +81,8 @@ class PipelineConfig:
     level_shift_delta: float = 0.5
     level_shift_hold_s: float = 86400.0
     spike_z: float = 4.0
-    record_half_life: float = 0.0
-    record_margin: float = 1.0
+    record_half_life: float = 1000.0
+    record_margin: float = 1.2
     idle_ttl_s: float = 7 * 86400.0
     history_size: int = 2048
     prime_values: int = 256
