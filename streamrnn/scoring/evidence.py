@@ -81,6 +81,9 @@ class EventEvidence(RowStatefulMixin):
         self.config = config or EvidenceConfig()
         self.a_bias = alpha_from(None, self.config.bias_half_life, 20.0)
         self.a_noise = alpha_from(None, self.config.noise_half_life, 500.0)
+        # Slope gain a quarter of Brown's (alpha^2): slow enough that the values of a shift that slip under bias_clip
+        # do not turn into a slope that carries the level to the new one before the test fires.
+        self.a_slope = self.a_bias * self.a_bias / 4
         self.state = RowArrays(
             {
                 # per channel (0: forecast residual, 1: daily residual): level, variance, values learned, slope
@@ -120,7 +123,7 @@ class EventEvidence(RowStatefulMixin):
         first = stats[:, 2] == 0
         follow = np.where(warm | (np.abs(z) < cfg.bias_clip), err, 0.0)
         level = pred + self.a_bias * follow
-        slope = stats[:, 3] + self.a_bias * self.a_bias * follow
+        slope = stats[:, 3] + self.a_slope * follow
         restart = first if anchor is None else first | anchor
         level = np.where(restart, x, level)
         slope = np.where(restart, 0.0, slope)

@@ -39,15 +39,44 @@ def level_shifts():
     return sim, run_default(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): a shift inside the daily range is diluted by the "
-                   "20-value short window and suppressed by the refractory peak of earlier alarms")
 def test_a_level_shift_opens_one_event_not_a_stream_of_them(level_shifts):
     sim, (events, _scores) = level_shifts
     for sid, stream in sim.streams.items():
         (label,) = stream.labels
         during = [e for e in opened(events, sid, ("spike", "level_shift")) if e.start >= label.start - 600]
         assert len(during) == 1, (sid, [(e.kind, e.start - label.start) for e in during])
-        assert during[0].start <= label.end
+        assert during[0].start <= label.end + 30 * 300  # opened within 30 values of the shift
+        closes = [e for e in events if e.event_id == during[0].event_id and e.action == "close"]
+        assert [e.kind for e in closes] == ["level_shift"], sid  # named level_shift by the time it closes
+
+
+def test_a_level_shift_inside_the_daily_range_is_named_level_shift():
+    """A shift smaller than the daily swing (values stay inside the range seen every day) is still one event."""
+    sim = generate(SimulationConfig(n_streams=6, length=3000, seed=21, anomaly_counts={"level_shift": 1},
+                                    anomaly_free_fraction=0.0, daily_amplitude_range=(8.0, 10.0),
+                                    weekly_amplitude_range=(0.0, 1.0), noise_sd_range=(0.1, 0.5)))
+    events, _ = run_default(sim)
+    for sid, stream in sim.streams.items():
+        (label,) = stream.labels
+        i = int(np.searchsorted(stream.ts, label.start))
+        size = abs(stream.values[i] - stream.clean[i])
+        assert size < stream.values.max() - stream.values.min()  # inside the range
+        during = [e for e in opened(events, sid, ("spike", "level_shift")) if e.start >= label.start - 600]
+        assert len(during) == 1, (sid, [(e.kind, e.start - label.start) for e in during])
+        closes = [e for e in events if e.event_id == during[0].event_id and e.action == "close"]
+        assert closes[-1].kind == "level_shift", sid
+
+
+def test_a_spike_opens_a_spike_event():
+    sim = generate(SimulationConfig(n_streams=6, length=3000, seed=8, anomaly_counts={"spike": 1},
+                                    anomaly_free_fraction=0.0))
+    events, _ = run_default(sim)
+    for sid, stream in sim.streams.items():
+        (label,) = stream.labels
+        spikes = [e for e in opened(events, sid, ("spike",)) if label.start - 300 <= e.start <= label.end]
+        assert len(spikes) == 1, (sid, [(e.kind, e.start - label.start) for e in opened(events, sid)])
+        others = [e for e in opened(events, sid) if e.start > label.end + 300]
+        assert others == [], (sid, [(e.kind, e.start - label.start) for e in others])  # no echo a day later
 
 
 def test_a_flat_line_opens_a_flatline_event():
@@ -60,17 +89,33 @@ def test_a_flat_line_opens_a_flatline_event():
         assert any(e.start <= label.end and e.end >= label.start for e in flat), (sid, label)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): with range_scale = 0 (the NAB-best default) "
-                   "trend and noise at the edge of the learned range open out-of-range events")
 def test_normal_daily_cycles_produce_no_event_after_warm_up():
     sim = generate(SimulationConfig(n_streams=4, length=4000, seed=3, anomaly_free_fraction=1.0,
                                     daily_amplitude_range=(5.0, 10.0), noise_sd_range=(0.2, 1.0)))
     assert not sim.labels
-    events, scores = run_default(sim)
+    events, _scores = run_default(sim)
     start = min(s.ts[0] for s in sim.streams.values())
     late = [e for e in events if e.action == "open" and e.start > start + 2 * DAY]
     assert late == [], [(e.stream, e.kind, (e.start - start) / DAY, e.peak_score) for e in late]
-    # and the scores themselves stay low: nothing a NAB-style threshold of 0.6 would flag
+
+
+def test_normal_streams_of_every_shape_produce_no_event_after_warm_up():
+    """The simulator's full range of levels, daily/weekly amplitudes, trends and noise, 20 clean streams."""
+    sim = generate(SimulationConfig(n_streams=20, length=4000, seed=4, anomaly_free_fraction=1.0))
+    events, _ = run_default(sim)
+    start = min(s.ts[0] for s in sim.streams.values())
+    late = [e for e in events if e.action == "open" and e.start > start + 2 * DAY]
+    assert late == [], [(e.stream, e.kind, (e.start - start) / DAY, e.peak_score) for e in late]
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): the per-value score keeps the NAB-best "
+                   "out-of-range channel (range_scale = 0), so trend and noise at the edge of the learned range score "
+                   "up to ~0.9; it ranks values but no longer opens events (see the test above)")
+def test_normal_daily_cycles_score_low_after_warm_up():
+    sim = generate(SimulationConfig(n_streams=4, length=4000, seed=3, anomaly_free_fraction=1.0,
+                                    daily_amplitude_range=(5.0, 10.0), noise_sd_range=(0.2, 1.0)))
+    _events, scores = run_default(sim)
+    start = min(s.ts[0] for s in sim.streams.values())
     for sid, pairs in scores.items():
         late_scores = np.array([v for t, v in pairs if t > start + 2 * DAY])
         assert late_scores.max() < 0.6, sid
