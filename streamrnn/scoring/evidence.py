@@ -211,7 +211,7 @@ class RecordGate(RowStatefulMixin):
     repeats or pauses (a quantized sensor, irregular sampling) does not cry wolf at each run, while a stream that
     never does still opens an event at its first. ``half_life = 0``: off (every run counts).
 
-    >>> g = RecordGate(half_life=1000.0)
+    >>> g = RecordGate(half_life=1000.0, margin=1.2)
     >>> rows = np.array([0])
     >>> [bool(g.exceeds(rows, np.array([r]))[0]) for r in (20.0, 10.0, 20.0, 30.0)]
     [True, False, False, True]
