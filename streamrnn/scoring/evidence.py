@@ -34,7 +34,7 @@ Owns: its per-stream state (one RowArrays). Must not touch streams ids, models, 
 ...                              np.array([e[1] + d]))
 ...     out.append((round(float(score[0]), 2), bool(fired[0])))
 >>> out[100][0] >= 0.9, [i for i, (_s, f) in enumerate(out) if f]
-(True, [105])
+(True, [110])
 """
 
 from __future__ import annotations
