@@ -169,10 +169,13 @@ class Pipeline:
         self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **params)
         self.channels = None if config.channels is None else ScoreChannels(
             config.channels, config.scoring_method, params, config.scoring_warmup, cap)
+        has_daily = config.channels is not None and len(config.channels.seasonal_periods_s) > 0
         self.event_evidence = EventEvidence(EvidenceConfig(
             high=config.events.high, spike_z=config.spike_z, shift_threshold=config.level_shift_threshold,
             shift_delta=config.level_shift_delta, shift_hold_s=config.level_shift_hold_s,
-            warmup=config.scoring_warmup), cap)
+            warmup=config.scoring_warmup,
+            period_s=config.channels.seasonal_periods_s[0] if has_daily else 86400.0,
+            fore_shift_test=not has_daily), cap)
         self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
                                          record_margin=config.record_margin, capacity=cap)
         self.silence = RecordGate(config.record_half_life, config.record_margin, cap)

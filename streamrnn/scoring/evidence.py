@@ -61,6 +61,7 @@ class EvidenceConfig:
     shift_clip: float = 3.0
     shift_hold_s: float = 86400.0
     period_s: float = 86400.0  # the period of the ``daily`` reference (the first seasonal channel)
+    fore_shift_test: bool = False  # no daily reference exists at all: the shift test runs on the forecast residual
     noise_half_life: float = 500.0
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -182,8 +183,9 @@ class EventEvidence(RowStatefulMixin):
         st["missed"][rows] = ~np.isfinite(daily) & (stats[:, 1, 2] > 0)
         if anchor.any():
             zd = np.where(anchor, 0.0, zd)
-        # Without a fresh daily reference the test runs on the forecast residual (a forecaster that lags a shift).
-        test = (ready_d | ready_f) & ~hold & ~flat
+        # Only a pipeline without any daily reference tests the forecast residual (a forecaster that lags a shift); a
+        # forecaster's error is too autocorrelated to test where the daily one will be there tomorrow.
+        test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat
         cusum = st["cusum"][rows]
         u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, cusum[:, 0] + u - cfg.shift_delta), 0.0)
