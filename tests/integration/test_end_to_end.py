@@ -2,10 +2,9 @@
 
 Tolerance: an event matches an injected anomaly when it is on the same stream and opens inside the anomaly's
 labeled window (NAB-style: the window is centred on the anomaly and spans 10% of the series, here about 25 hours of
-5-minute values). Spikes and level shifts are the scorer's job and their recall is tracked by issue 6 with
-`streamrnn evaluate`; here every gap and flatline must be found, at most a quarter of the events may fire outside a
-window, and the daemon
-must emit exactly the events that an offline `streamrnn replay` of the same data emits.
+5-minute values). Per-kind precision and recall are tracked by issue 6 with `streamrnn evaluate --truth`
+(bench/simulate_eval.sh); here every gap and flatline must be found, 90% of all anomalies, no event may fire outside
+a window, and the daemon must emit exactly the events that an offline `streamrnn replay` of the same data emits.
 """
 
 from __future__ import annotations
@@ -52,11 +51,11 @@ def test_injected_anomalies_are_detected_end_to_end(kafka_broker, new_topic, tmp
     def window_of(stream: str, ts: float) -> tuple[float, float] | None:
         return next(((a, b) for a, b in windows.get(stream, []) if a <= ts <= b), None)
 
-    # Few events fire outside the ground truth (the default scoring, tuned on NAB, still raises an occasional
-    # out-of-range alarm on a normal simulated stream: issue 6's known gap).
+    # No event fires outside the ground truth (events come from their own evidence, not from the out-of-range
+    # channel of the per-value score, which a normal trending stream trips).
     stray = [e for e in opened.values() if window_of(e["stream"], e["start"]) is None]
-    assert len(stray) <= 0.25 * len(opened), f"{len(stray)} of {len(opened)} events outside every window: {stray}"
-    # Every gap and flat line is found; overall at least half of the injected anomalies.
+    assert stray == [], f"{len(stray)} of {len(opened)} events outside every window: {stray}"
+    # Every gap and flat line is found; overall at least 90% of the injected anomalies (drift is not a target).
     found = []
     for anomaly in anomalies:
         window = window_of(anomaly["stream"], parse_timestamp(anomaly["start"]))
@@ -66,7 +65,7 @@ def test_injected_anomalies_are_detected_end_to_end(kafka_broker, new_topic, tmp
     for kind in ("gap", "flatline"):
         outcomes = [hit for k, hit in found if k == kind]
         assert outcomes and all(outcomes), f"{kind}: {outcomes}"
-    assert sum(hit for _k, hit in found) >= 0.5 * len(found), found
+    assert sum(hit for _k, hit in found) >= 0.9 * len(found), found
 
     # The daemon emits what an offline replay of the same values emits (same pipeline, same per-stream order).
     sim = generate(SimulationConfig(n_streams=STREAMS, length=LENGTH, seed=SEED))
