@@ -62,6 +62,8 @@ class EvidenceConfig:
     shift_hold_s: float = 86400.0
     period_s: float = 86400.0  # the period of the ``daily`` reference (the first seasonal channel)
     fore_shift_test: bool = False  # no daily reference exists at all: the shift test runs on the forecast residual
+    spike_refs: str = "both"  # both | forecast | daily: which residuals must be far for spike evidence (ablation)
+    slope_gain: float = 0.25  # the level's slope learns at slope_gain * alpha^2 (Brown's double smoothing: 1)
     noise_half_life: float = 500.0
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -82,9 +84,9 @@ class EventEvidence(RowStatefulMixin):
         self.config = config or EvidenceConfig()
         self.a_bias = alpha_from(None, self.config.bias_half_life, 20.0)
         self.a_noise = alpha_from(None, self.config.noise_half_life, 500.0)
-        # Slope gain a quarter of Brown's (alpha^2): slow enough that the values of a shift that slip under bias_clip
+        # Slope gain a quarter of Brown's (alpha^2) by default: slow enough that the values of a shift that slip under bias_clip
         # do not turn into a slope that carries the level to the new one before the test fires.
-        self.a_slope = self.a_bias * self.a_bias / 4
+        self.a_slope = self.a_bias * self.a_bias * self.config.slope_gain
         self.state = RowArrays(
             {
                 # per channel (0: forecast residual, 1: daily residual): level, variance, values learned, slope
@@ -170,7 +172,12 @@ class EventEvidence(RowStatefulMixin):
         stats = st["stats"][rows]  # [m, 2, 3] copy
         zf, ready_f = self._z(stats[:, 0], fore, magnitude)
         zd, ready_d = self._z(stats[:, 1], daily, magnitude)
-        z = np.where(ready_d, np.fmin(np.abs(zf), np.abs(zd)), np.abs(zf) * 0.5)
+        if cfg.spike_refs == "forecast":
+            z = np.abs(zf)
+        elif cfg.spike_refs == "daily":
+            z = np.where(ready_d, np.abs(zd), np.abs(zf) * 0.5)
+        else:
+            z = np.where(ready_d, np.fmin(np.abs(zf), np.abs(zd)), np.abs(zf) * 0.5)
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
         hold = ts < st["hold_until"][rows]
