@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
-from streamrnn.scoring.base import alpha_from
+from streamrnn.scoring.base import alpha_from, gather, scatter
 
 # A stream whose residuals never move (a constant) has no noise: its unit is this fraction of the value's magnitude.
 _TINY = 1e-9
@@ -87,18 +87,11 @@ class EventEvidence(RowStatefulMixin):
         # Slope gain a quarter of Brown's (alpha^2) by default: slow enough that the values of a shift that slip under bias_clip
         # do not turn into a slope that carries the level to the new one before the test fires.
         self.a_slope = self.a_bias * self.a_bias * self.config.slope_gain
-        self.state = RowArrays(
-            {
-                # per channel (0: forecast residual, 1: daily residual): level, variance, values learned, slope
-                "stats": ((2, 4), "float64", 0.0),
-                "cusum": ((2,), "float64", 0.0),  # up, down
-                "hold_until": ((), "float64", -np.inf),  # the shift test rests before this ts
-                "held": ((), "bool", False),  # in a hold: the daily level restarts after it
-                "missed": ((), "bool", False),  # the last value had no daily residual: the level restarts
-                "taint": ((2,), "float64", np.nan),  # start, end ts of the latest flat run (a bad reference later)
-            },
-            capacity,
-        )
+        # One float64 block per row (one gather and one scatter per call): per channel (forecast residual at 0,
+        # daily residual at 4) level, variance, values learned, slope; then the CUSUM sums, the end of the hold, the
+        # start and end ts of the latest flat run (a bad reference one period later), and two flags: in a hold (the
+        # daily level restarts after it), the last value had no daily residual (the level restarts at the next).
+        self.state = RowArrays({"b": ((16,), "float64", 0.0)}, capacity)
 
     def _z(self, stats: np.ndarray, x: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics."""
@@ -158,20 +151,20 @@ class EventEvidence(RowStatefulMixin):
         daily = np.asarray(daily, dtype=np.float64)
         magnitude = np.ones(m) if magnitude is None else np.abs(magnitude)
         learn = np.ones(m, dtype=bool) if learn is None else learn
-        st = self.state
-        taint = st["taint"][rows]
+        b = gather(self.state["b"], rows)  # [m, 16] copy, scattered back at the end
         flat = np.zeros(m, dtype=bool) if flat_since is None else np.isfinite(flat_since)
         if flat.any():
-            new = flat & ~(flat_since <= taint[:, 1])  # a run not yet recorded (NaN end compares False)
-            taint[:, 0] = np.where(new, flat_since, taint[:, 0])
-            taint[:, 1] = np.where(flat, ts, taint[:, 1])
-            st["taint"][rows] = taint
+            new = flat & ~(flat_since <= b[:, 12])  # a run not yet recorded
+            b[:, 11] = np.where(new, flat_since, b[:, 11])
+            b[:, 12] = np.where(flat, ts, b[:, 12])
         # A reference taken inside a stuck run (a period ago) compares nothing; nor does a stuck value today.
         back = ts - cfg.period_s
-        daily = np.where(flat | ((taint[:, 0] <= back) & (back <= taint[:, 1])), np.nan, daily)
-        stats = st["stats"][rows]  # [m, 2, 3] copy
-        zf, ready_f = self._z(stats[:, 0], fore, magnitude)
-        zd, ready_d = self._z(stats[:, 1], daily, magnitude)
+        bad = flat | ((b[:, 11] <= back) & (back <= b[:, 12]) & (b[:, 12] > b[:, 11]))
+        if bad.any():
+            daily = np.where(bad, np.nan, daily)
+        fs, ds = b[:, 0:4], b[:, 4:8]  # views into the block
+        zf, ready_f = self._z(fs, fore, magnitude)
+        zd, ready_d = self._z(ds, daily, magnitude)
         if cfg.spike_refs == "forecast":
             z = np.abs(zf)
         elif cfg.spike_refs == "daily":
@@ -180,37 +173,40 @@ class EventEvidence(RowStatefulMixin):
             z = np.where(ready_d, np.fmin(np.abs(zf), np.abs(zd)), np.abs(zf) * 0.5)
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
-        hold = ts < st["hold_until"][rows]
-        held = st["held"][rows]
+        hold = ts < b[:, 10]
+        held = b[:, 13] > 0
+        has_daily = np.isfinite(daily)
         # The first daily value after a hold, a stretch without daily values or a silence: the level restarts there.
-        anchor = (held & ~hold) | st["missed"][rows]
+        anchor = (held & ~hold) | (b[:, 14] > 0)
         if restart is not None:
             anchor |= restart
-        anchor &= np.isfinite(daily)
-        st["missed"][rows] = ~np.isfinite(daily) & (stats[:, 1, 2] > 0)
+        anchor &= has_daily
+        b[:, 14] = ~has_daily & (ds[:, 2] > 0)
         if anchor.any():
             zd = np.where(anchor, 0.0, zd)
         # Only a pipeline without any daily reference tests the forecast residual (a forecaster that lags a shift); a
         # forecaster's error is too autocorrelated to test where the daily one will be there tomorrow.
         test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat
-        cusum = st["cusum"][rows]
         u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
-        up = np.where(test, np.maximum(0.0, cusum[:, 0] + u - cfg.shift_delta), 0.0)
-        down = np.where(test, np.maximum(0.0, cusum[:, 1] - u - cfg.shift_delta), 0.0)
+        up = np.where(test, np.maximum(0.0, b[:, 8] + u - cfg.shift_delta), 0.0)
+        down = np.where(test, np.maximum(0.0, b[:, 9] - u - cfg.shift_delta), 0.0)
         stat = np.maximum(up, down)
         fired = stat >= cfg.shift_threshold
-        shift = np.where(fired, 1.0, np.minimum(cfg.high * stat / cfg.shift_threshold, 1.0))
+        shift = np.minimum(cfg.high * stat / cfg.shift_threshold, 1.0)
         if fired.any():
+            shift[fired] = 1.0
             up[fired] = 0.0
             down[fired] = 0.0
-            st["hold_until"][rows[fired]] = ts[fired] + cfg.shift_hold_s
+            b[fired, 10] = ts[fired] + cfg.shift_hold_s
             hold = hold | fired
-        st["held"][rows] = np.where(anchor, False, held | fired)
-        st["cusum"][rows] = np.stack([up, down], axis=1)
+            held = held | fired
+        b[:, 13] = held & ~anchor
+        b[:, 8] = up
+        b[:, 9] = down
 
-        self._learn(stats[:, 0], fore, zf, learn)
-        self._learn(stats[:, 1], daily, zd, learn & ~hold, anchor)
-        st["stats"][rows] = stats
+        self._learn(fs, fore, zf, learn)
+        self._learn(ds, daily, zd, learn & ~hold, anchor)
+        scatter(self.state["b"], rows, b)
         return np.maximum(spike, shift), fired
 
 
