@@ -38,11 +38,12 @@ ENV = {
 }
 
 
-def patched(changes):
-    original = pl.EvidenceConfig
+ORIGINAL = pl.EvidenceConfig
 
+
+def patched(changes):
     def make(*a, **k):
-        return dataclasses.replace(original(*a, **k), **changes)
+        return dataclasses.replace(ORIGINAL(*a, **k), **changes)
     return make
 
 
