@@ -3,9 +3,11 @@
 Both are vectorized over rows (one row per stream) and keep their state in RowArrays.
 
 - :class:`LevelShiftDetector` is a two-sided Page-Hinkley test on the signed normalized residual: it flags a
-  sustained bias of the forecast errors (the series moved to a new level the model has not caught up with).
+  sustained bias of the forecast errors. The pipeline no longer uses it (a persistence-like forecaster has no bias
+  after a step); its level-shift test is the CUSUM on the daily residual in :mod:`streamrnn.scoring.evidence`.
 - :class:`FlatlineDetector` scores runs of exactly repeated values against how often this stream repeats a value
-  when it is healthy, so a stuck sensor is flagged while a coarsely quantized one is not.
+  when it is healthy, so a stuck sensor is flagged while a coarsely quantized one is not; its record gate keeps a
+  stream that often repeats for long from opening an event at every run.
 
 >>> ls = LevelShiftDetector(threshold=5.0, delta=0.1)
 >>> rows = np.array([0])
