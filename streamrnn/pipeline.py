@@ -122,6 +122,7 @@ class PipelineConfig:
                 clip=s.forecast.clip,
                 gate_half_life=s.forecast.gate_half_life,
                 max_gain=s.forecast.max_gain,
+                warmup=s.forecast.warmup,
             ) if s.forecast.combine else None,
             events=EventConfig(
                 high=s.events.high,

@@ -174,6 +174,7 @@ class ForecastSettings(_Section):
     max_gain: float = Field(
         3.0, gt=0, description="the correction to the last value is at most this many times the largest candidate's"
     )
+    warmup: int = Field(30, ge=0, description="values: a stream's forecast is the naive one until it has this many")
 
     @model_validator(mode="after")
     def _periods(self) -> "ForecastSettings":

@@ -63,7 +63,8 @@ class CombinerConfig:
     level_half_life: float = 3.0  # values: the EWMA level candidate
     clip: float = 4.0  # learn from errors clipped at this many running mean absolute errors
     gate_half_life: float = 500.0  # values: the combination is used only while its recent MAE beats naive's (0: off)
-    max_gain: float = 3.0  # |forecast - last value| <= this many times the largest |candidate - last value|
+    max_gain: float = 3.0
+    warmup: int = 30  # values: the naive forecast until the stream has this many  # |forecast - last value| <= this many times the largest |candidate - last value|
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(INPUTS)
@@ -127,6 +128,7 @@ class ForecastCombiner:
             "pending_c": ((H, T), "float64", np.nan),  # the combined forecasts before the gate
             "gate": ((T, 2), "float64", 0.0),  # running mean |error| of the combination and of the naive forecast
             "level": ((T,), "float64", np.nan),
+            "level_dev": ((T,), "float64", np.nan),  # running mean |value - level| (robust level's clip unit)
             "steps": ((), "int64", 0),  # values seen (ring index of the pending forecasts)
         }
         for k, b in enumerate(self.bins):
@@ -159,6 +161,7 @@ class ForecastCombiner:
         st["last"][rows] = np.nan
         st["last2"][rows] = np.nan
         st["level"][rows] = np.nan
+        st["level_dev"][rows] = np.nan
 
     def forget_network(self, rows: np.ndarray) -> None:
         """The network was replaced: its coefficient starts again from 0, as if it had never been observed (its
@@ -230,8 +233,14 @@ class ForecastCombiner:
                 diff = ref_next - self._reference(k, rows, ts)
                 u[:, :, col] = np.where(np.isfinite(diff), diff, 0.0)
                 col += 1
-        level = st["level"][rows]
-        level = np.where(np.isfinite(level), level + self._level_alpha * (y - level), y)
+        level, spread = st["level"][rows], st["level_dev"][rows]
+        # Robust EWMA: an innovation beyond `clip` mean absolute deviations moves the level by that much only.
+        innovation = y - level
+        bound = cfg.clip * spread
+        innovation = np.where(np.isfinite(bound) & (bound > 0), np.clip(innovation, -bound, bound), innovation)
+        spread = np.where(np.isfinite(spread), spread + self._level_alpha * (np.abs(innovation) - spread),
+                          np.where(np.isfinite(level), np.abs(innovation), np.nan))
+        level = np.where(np.isfinite(level), level + self._level_alpha * innovation, y)
         if "level" in cfg.inputs:
             u[:, :, col] = level - y
             col += 1
@@ -246,6 +255,7 @@ class ForecastCombiner:
 
         # 3. fold the value in ------------------------------------------------------------------------------------
         st["level"][rows] = level
+        st["level_dev"][rows] = spread
         st["last2"][rows] = last
         st["last"][rows] = y
         for k in range(len(self.bins)):
@@ -260,10 +270,11 @@ class ForecastCombiner:
         return self._gated(rows, y, combined)
 
     def _gated(self, rows: np.ndarray, base: np.ndarray, combined: np.ndarray) -> np.ndarray:
-        if self._gate_alpha == 0.0:
-            return combined
-        gate = self.state["gate"][rows]
-        return np.where(gate[..., 0] < gate[..., 1], combined, base)
+        use = (self.state["steps"][rows] > self.config.warmup)[:, None]
+        if self._gate_alpha > 0.0:
+            gate = self.state["gate"][rows]
+            use = use & (gate[..., 0] < gate[..., 1])
+        return np.where(use, combined, base)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _slots(self, k: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,11 +306,14 @@ class ForecastCombiner:
         err = d - np.einsum("mtk,mtk->mt", u, w)
         # Robust (Huber): an error beyond `clip` running mean absolute errors counts with weight clip*mae/|err|,
         # so the fit follows the median-like behaviour MAE rewards and a spike does not drag the weights.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.where(np.isfinite(mae), np.minimum(1.0, cfg.clip * mae / np.abs(err)), 1.0)
+        bound = cfg.clip * mae
+        with np.errstate(all="ignore"):
+            c = np.where(np.isfinite(bound), np.minimum(1.0, bound / np.abs(err)), 1.0)
         c = np.where(np.isfinite(c), c, 1.0)
+        # The unit itself learns from errors clipped at the bound (one spike does not disable the clipping).
         a = self._mae_alpha
-        mae = np.where(np.isfinite(mae), (1 - a) * mae + a * np.abs(err), np.abs(err))
+        seen = np.where(np.isfinite(bound) & (bound > 0), np.minimum(np.abs(err), bound), np.abs(err))
+        mae = np.where(np.isfinite(mae), (1 - a) * mae + a * seen, np.abs(err))
         R, r, n = st["R"][r_rows], st["r"][r_rows], st["n"][r_rows]
         upd = ready[:, :, None]
         cu = c[..., None] * u
