@@ -48,6 +48,7 @@ import numpy as np
 
 from streamrnn.rowstate import RowArrays
 
+SOLVE_EVERY = 8  # values between re-solves of a row's weights (the statistics are updated at every value)
 INPUTS = ("network", "seasonal", "seasonal_diff", "level", "last_diff", "median")
 
 
@@ -130,6 +131,7 @@ class ForecastCombiner:
             "level": ((T,), "float64", np.nan),
             "level_dev": ((T,), "float64", np.nan),  # running mean |value - level| (robust level's clip unit)
             "steps": ((), "int64", 0),  # values seen (ring index of the pending forecasts)
+            "phase": ((), "int8", 0),  # which of SOLVE_EVERY values re-solves the weights (spreads the cost)
         }
         for k, b in enumerate(self.bins):
             spec[f"ref{k}"] = ((b, T), "float32", np.nan)  # last value seen in each phase slot
@@ -142,7 +144,9 @@ class ForecastCombiner:
 
     def reset(self, rows: np.ndarray) -> None:
         """Forget everything about ``rows`` (new streams): the naive forecast again."""
+        rows = np.asarray(rows, dtype=np.int64)
         self.state.reset(rows)
+        self.state["phase"][rows] = rows % SOLVE_EVERY
 
     def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return self.state.snapshot(rows)
@@ -208,7 +212,7 @@ class ForecastCombiner:
         base = st["pending_base"][rows, slot]  # [m, T]
         ready = np.isfinite(base) & np.isfinite(y) & np.isfinite(u_old).all(axis=2)
         if ready.any():
-            self._learn(rows, u_old, y - base, ready)
+            self._learn(rows, u_old, y - base, ready, steps)
             if self._gate_alpha > 0.0:
                 a = self._gate_alpha
                 gate = st["gate"][rows]
@@ -248,7 +252,8 @@ class ForecastCombiner:
             u[:, :, col] = np.where(np.isfinite(last), y - last, 0.0)
             col += 1
         if "median" in cfg.inputs:  # median of the last three values: a spike's value is not the next one's
-            med = np.median(np.stack([y, last, st["last2"][rows]]), axis=0)
+            last2 = st["last2"][rows]
+            med = np.maximum(np.minimum(y, last), np.minimum(np.maximum(y, last), last2))  # NaN if any is NaN
             u[:, :, col] = np.where(np.isfinite(med), med - y, 0.0)
             col += 1
         u = np.where(np.isfinite(u), u, 0.0)
@@ -296,36 +301,48 @@ class ForecastCombiner:
         limit = self.config.max_gain * np.abs(u).max(axis=2, initial=0.0)
         return base + np.clip(correction, -limit, limit)
 
-    def _learn(self, rows: np.ndarray, u: np.ndarray, d: np.ndarray, ready: np.ndarray) -> None:
+    def _learn(self, rows: np.ndarray, u: np.ndarray, d: np.ndarray, ready: np.ndarray, steps: np.ndarray) -> None:
         cfg, st, lam = self.config, self.state, self._lam
-        r_rows = rows[ready.any(axis=1)]
         keep = ready.any(axis=1)
-        u, d, ready = u[keep], d[keep], ready[keep]
-        w = st["w"][r_rows]
-        mae = st["mae"][r_rows]
+        if not keep.all():
+            rows, u, d, ready, steps = rows[keep], u[keep], d[keep], ready[keep], steps[keep]
+        u = np.where(ready[..., None], u, 0.0)
+        d = np.where(ready, d, 0.0)
+        w = st["w"][rows]
+        mae = st["mae"][rows]
         err = d - np.einsum("mtk,mtk->mt", u, w)
         # Robust (Huber): an error beyond `clip` running mean absolute errors counts with weight clip*mae/|err|,
         # so the fit follows the median-like behaviour MAE rewards and a spike does not drag the weights.
         bound = cfg.clip * mae
+        abs_err = np.abs(err)
         with np.errstate(all="ignore"):
-            c = np.where(np.isfinite(bound), np.minimum(1.0, bound / np.abs(err)), 1.0)
-        c = np.where(np.isfinite(c), c, 1.0)
+            c = np.where(np.isfinite(bound), np.minimum(1.0, bound / abs_err), 1.0)
+        c = np.where(np.isfinite(c) & ready, c, 0.0)
         # The unit itself learns from errors clipped at the bound (one spike does not disable the clipping).
         a = self._mae_alpha
-        seen = np.where(np.isfinite(bound) & (bound > 0), np.minimum(np.abs(err), bound), np.abs(err))
-        mae = np.where(np.isfinite(mae), (1 - a) * mae + a * seen, np.abs(err))
-        R, r, n = st["R"][r_rows], st["r"][r_rows], st["n"][r_rows]
-        upd = ready[:, :, None]
+        seen = np.where(np.isfinite(bound) & (bound > 0), np.minimum(abs_err, bound), abs_err)
+        mae = np.where(ready, np.where(np.isfinite(mae), (1 - a) * mae + a * seen, abs_err), mae)
+        lam_t = np.where(ready, lam, 1.0)  # targets without a value this time keep their statistics
         cu = c[..., None] * u
-        R = np.where(upd[..., None], lam * R + cu[..., :, None] * u[..., None, :], R)
-        r = np.where(upd, lam * r + cu * d[..., None], r)
-        n = np.where(ready, lam * n + c, n)
-        w = self._solve(R, r, n)
-        bad = ~(np.isfinite(w).all(axis=2) & np.isfinite(R).all(axis=(2, 3)) & np.isfinite(mae))
-        if bad.any():  # a blow-up: this stream's fit starts again from the naive forecast
-            R[bad], r[bad], n[bad], w[bad], mae[bad] = 0.0, 0.0, 0.0, 0.0, np.nan
-        st["R"][r_rows], st["r"][r_rows], st["n"][r_rows], st["w"][r_rows] = R, r, n, w
-        st["mae"][r_rows] = np.where(ready, mae, st["mae"][r_rows])
+        R = st["R"][rows]
+        R *= lam_t[..., None, None]
+        R += cu[..., :, None] * u[..., None, :]
+        r = st["r"][rows]
+        r *= lam_t[..., None]
+        r += cu * d[..., None]
+        n = st["n"][rows] * lam_t + c
+        # A non-finite entry of R shows on its diagonal or in r (u and d are finite here, so only overflow makes one).
+        finite = np.isfinite(np.einsum("mtkk->mtk", R)).all(axis=2) & np.isfinite(r).all(axis=2) & ~np.isinf(mae)
+        if not finite.all():  # a blow-up: this stream's fit starts again from the naive forecast
+            bad = ~finite
+            R[bad], r[bad], n[bad], mae[bad] = 0.0, 0.0, 0.0, np.nan
+            w[bad] = 0.0
+            st["w"][rows] = w
+        st["R"][rows], st["r"][rows], st["n"][rows], st["mae"][rows] = R, r, n, mae
+        # Weights move slowly (half_life values): each row re-solves every SOLVE_EVERY values, rows staggered.
+        due = ((steps + st["phase"][rows]) % SOLVE_EVERY == 0) | (steps < SOLVE_EVERY)
+        if due.any():
+            st["w"][rows[due]] = self._solve(R[due], r[due], n[due])
 
     def _solve(self, R: np.ndarray, r: np.ndarray, n: np.ndarray) -> np.ndarray:
         """Ridge solution ``(R + D)^-1 r`` with ``D = prior_values * diag(R) / n`` (each input's mean energy times
