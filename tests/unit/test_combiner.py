@@ -158,3 +158,29 @@ def test_pipeline_swap_keeps_the_combination_and_forgets_the_network_weight():
     q.stepper.swap(net)
     q.restore(snap)
     np.testing.assert_array_equal(q.combiner.state["w"][q.table.row_of("a")], p.combiner.state["w"][row])
+
+
+def test_a_snapshot_from_before_the_combiner_restores_it_as_naive():
+    old = Pipeline.build(PipelineConfig())  # no combiner
+    for k in range(50):
+        old.step(ObservationBatch.from_rows([("a", k * STEP, float(k % 7))]))
+    snap = old.snapshot()
+    assert "combiner" not in snap["stages"]
+    new = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
+    new.restore(snap)
+    row = new.table.row_of("a")
+    assert new.combiner.state["steps"][row] == 0 and (new.combiner.state["w"][row] == 0).all()
+    res = new.step(ObservationBatch.from_rows([("a", 50 * STEP, 1.0), ("a", 51 * STEP, 2.0)]))
+    assert res.scores.forecast[1] == 1.0  # naive until the stream has evidence
+
+
+def test_a_reset_gap_drops_the_pending_combination():
+    p = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
+    for k in range(100):
+        p.step(ObservationBatch.from_rows([("a", k * STEP, float(20 + (k % 3)))]))
+    row = p.table.row_of("a")
+    w = p.combiner.state["w"][row].copy()
+    res = p.step(ObservationBatch.from_rows([("a", 1000 * STEP, 50.0)]))  # a gap of 900 intervals
+    assert np.isnan(res.scores.forecast[0])  # nothing forecast across the reset
+    assert np.isnan(p.combiner.state["last2"][row]).all()  # the sequence starts again after the gap
+    np.testing.assert_array_equal(p.combiner.state["w"][row], w)  # the learned weights are kept
