@@ -13,7 +13,9 @@ Per value, in this order (causal: a value is scored before anything learns from 
    is scored by the residual scorer (0 while warming up);
 3. values scoring at or above ``learn_below`` do not update the normalizer and scorer statistics, unless such
    values have lasted ``relearn_after`` values in a row (then they are the new normal);
-4. the normalized value and time features advance the stream's hidden state and give the next forecast;
+4. the normalized value and time features advance the stream's hidden state and give the network's forecast; the
+   per-stream forecast combiner (:mod:`streamrnn.model.combiner`, when configured) weighs it against seasonal,
+   level and median candidates and gives the forecast that is stored and scored;
 5. event detectors turn scores into open / update / close events: the residual channel (``spike``, upgraded to
    ``level_shift`` when a Page-Hinkley test on the signed residual fires) and the ``flatline`` channel.
 
