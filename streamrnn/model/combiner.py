@@ -10,16 +10,19 @@ stream starts there and moves away from it only as its own evidence accumulates.
   phase slot holds no value of the previous period;
 * ``seasonal_diff``: the change one period earlier (value at the target's phase minus value at the current phase,
   both of the previous period): the shape of yesterday applied to today's level;
-* ``level``: an exponentially weighted mean of the stream (on a noisy level series the mean forecasts better than
-  the last value: the naive error has twice the noise variance);
-* ``last_diff``: the last change (momentum).
+* ``level``: a robust exponentially weighted mean of the stream (innovations beyond ``clip`` mean absolute
+  deviations are clipped; on a noisy level series the mean forecasts better than the last value: the naive error
+  has twice the noise variance);
+* ``last_diff``: the last change (momentum);
+* ``median``: the median of the last three values (after an isolated spike the next value is not the spike's).
 
 Weights are fitted per stream by exponentially weighted least squares (``half_life`` values) with a ridge prior
 toward 0 worth ``prior_values`` observations, scaled per input by that input's own mean energy (so the fit is
-unit-free), solved exactly at every value. Learning is robust: a target further than ``clip`` times the running mean
-absolute error from the current forecast is clipped (a spike does not drag the weights), and the correction added
-to the last value never exceeds ``max_gain`` times the largest candidate. Non-finite statistics reset the stream's
-fit to the naive forecast.
+unit-free); each row re-solves its weights every :data:`SOLVE_EVERY` values. Learning is robust: an error beyond
+``clip`` running mean absolute errors counts with a Huber weight (a spike does not drag the weights), and the
+correction added to the last value never exceeds ``max_gain`` times the largest candidate. The combination is used
+only after ``warmup`` values and while its running MAE (``gate_half_life``) beats the naive forecast's; non-finite
+statistics reset the stream's fit to the naive forecast.
 
 Owns: its per-stream state (one RowArrays: sufficient statistics, seasonal reference rings, pending inputs). Must
 not touch stream ids, the network, normalization, scoring or I/O; the pipeline hands it values, timestamps and the
@@ -62,10 +65,10 @@ class CombinerConfig:
     half_life: float = 500.0  # values: forgetting of the least-squares statistics
     prior_values: float = 50.0  # ridge toward 0 (the naive forecast), worth this many observations
     level_half_life: float = 3.0  # values: the EWMA level candidate
-    clip: float = 4.0  # learn from errors clipped at this many running mean absolute errors
+    clip: float = 4.0  # Huber weights beyond this many running mean absolute errors (and the robust level's clip)
     gate_half_life: float = 500.0  # values: the combination is used only while its recent MAE beats naive's (0: off)
-    max_gain: float = 3.0
-    warmup: int = 30  # values: the naive forecast until the stream has this many  # |forecast - last value| <= this many times the largest |candidate - last value|
+    max_gain: float = 3.0  # |forecast - last value| <= this many times the largest |candidate - last value|
+    warmup: int = 30  # values: the naive forecast until the stream has this many
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(INPUTS)
