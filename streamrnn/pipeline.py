@@ -13,7 +13,9 @@ Per value, in this order (causal: a value is scored before anything learns from 
    is scored by the residual scorer (0 while warming up);
 3. values scoring at or above ``learn_below`` do not update the normalizer and scorer statistics, unless such
    values have lasted ``relearn_after`` values in a row (then they are the new normal);
-4. the normalized value and time features advance the stream's hidden state and give the next forecast;
+4. the normalized value and time features advance the stream's hidden state and give the network's forecast; the
+   per-stream forecast combiner (:mod:`streamrnn.model.combiner`, when configured) weighs it against seasonal,
+   level and median candidates and gives the forecast that is stored and scored;
 5. event detectors turn *event evidence* (not the per-value score) into open / update / close events
    (:mod:`streamrnn.scoring.evidence`): the residual channel opens a ``spike`` when a value departs
    ``events.spike_z`` noise units from both its forecast and the value a day earlier, and names it (or opens)
@@ -39,6 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from streamrnn.features import FeatureBuilder
+from streamrnn.model.combiner import CombinerConfig, ForecastCombiner
 from streamrnn.model.network import ForecastNet
 from streamrnn.model.stepper import ModelStepper
 from streamrnn.records import EVENT_KINDS, Event, ObservationBatch, Rejected, ScoreBatch, StepResult
@@ -72,6 +75,7 @@ class PipelineConfig:
     relearn_after: int = 50
     residual_units: str = "scale"  # scale: residuals divided by the running scale | raw: the stream's units
     channels: ChannelConfig | None = None  # seasonal / out-of-range channels and refractory clamp (None: off)
+    combiner: CombinerConfig | None = None  # per-stream online forecast combiner after the network (None: off)
     events: EventConfig = field(default_factory=EventConfig)
     gap_intervals: float = 5.0
     reset_gap_intervals: float = 12.0
@@ -119,6 +123,18 @@ class PipelineConfig:
                 refractory_half_life=s.scoring.refractory_half_life,
                 refractory_damp=s.scoring.refractory_damp,
             ),
+            combiner=CombinerConfig(
+                inputs=tuple(s.forecast.inputs),
+                seasonal_periods_s=tuple(s.forecast.seasonal_periods_s),
+                seasonal_bins=tuple(s.forecast.seasonal_bins),
+                half_life=s.forecast.half_life,
+                prior_values=s.forecast.prior_values,
+                level_half_life=s.forecast.level_half_life,
+                clip=s.forecast.clip,
+                gate_half_life=s.forecast.gate_half_life,
+                max_gain=s.forecast.max_gain,
+                warmup=s.forecast.warmup,
+            ) if s.forecast.combine else None,
             events=EventConfig(
                 high=s.events.high,
                 low=s.events.low,
@@ -183,6 +199,8 @@ class Pipeline:
         self.flatline_events = EventDetector("flatline", config.events, FLATLINE_KINDS, cap)
         self.history = HistoryBuffer(config.history_size, n_values, cap)
         n_targets = len(config.targets)
+        self.combiner = None if config.combiner is None else ForecastCombiner(
+            config.combiner, n_targets, config.horizon, cap)
         self.own = RowArrays(
             {
                 # Forecasts of the target(s), raw units, for the next `horizon` steps (ring indexed by step count).
@@ -204,6 +222,7 @@ class Pipeline:
             ("residual_events", self.residual_events),
             ("flatline_events", self.flatline_events),
             ("history", self.history),
+            *([("combiner", self.combiner)] if self.combiner is not None else []),
             ("own", self.own),
         ]
         for _name, stage in self._row_stages:
@@ -367,6 +386,8 @@ class Pipeline:
             reset_rows = rows[reset]
             self.stepper.reset(reset_rows)
             self.own["forecast"][reset_rows] = np.nan
+            if self.combiner is not None:
+                self.combiner.interrupt(reset_rows)
             self.flatline.reset(reset_rows)
 
         # 2. score the value against the forecast made before it was seen --------------------------------------
@@ -415,7 +436,11 @@ class Pipeline:
         forecast_z = self.stepper.step(rows, inputs).astype(np.float64)
         new_scale = self.normalizer.scale(rows)[:, self._targets]
         new_mean = self.normalizer.mean(rows)[:, self._targets]
-        self.own["forecast"][rows, slot] = forecast_z * new_scale + new_mean
+        forecast = forecast_z * new_scale + new_mean
+        if self.combiner is not None:
+            # The network's forecast is one input of the stream's own combination (exactly naive at the start).
+            forecast = self.combiner.step(rows, ts, table["interval"][rows], x[:, self._targets], forecast, slot)
+        self.own["forecast"][rows, slot] = forecast
 
         # 5. persistent-change detectors and events -----------------------------------------------------------
         x0 = x[:, self._targets[0]]
@@ -491,6 +516,8 @@ class Pipeline:
             self.stepper.swap(net)
         self.model_version = version
         rows = np.array(sorted(r for _s, r in self.table.streams()), dtype=np.int64)
+        if self.combiner is not None:  # the combination's weight of the old network does not carry over
+            self.combiner.forget_network(rows)
         self.reprime(rows, prime_len)
 
     def reprime(self, rows: np.ndarray, prime_len: int | None = None) -> None:
@@ -519,7 +546,11 @@ class Pipeline:
                     # (count-k) % h.
                     k = forecast_z.shape[1] - j
                     slot = (count - k) % h
-                    self.own["forecast"][chunk, slot] = forecast_z[:, j] * scale + mean
+                    forecast = forecast_z[:, j] * scale + mean
+                    if self.combiner is not None:
+                        combined = self.combiner.rebase(chunk, slot, forecast)
+                        forecast = np.where(np.isfinite(combined), combined, forecast)
+                    self.own["forecast"][chunk, slot] = forecast
 
     # -- eviction, snapshots ----------------------------------------------------------------------------------
     def evict_idle(self, now: float) -> tuple[list[str], list[Event]]:
@@ -577,10 +608,15 @@ class Pipeline:
         self._ensure_capacity(self.table.capacity)
         stages = snapshot["stages"]
         for name, stage in self._row_stages:
+            if name == "combiner" and name not in stages:  # a snapshot from before the combiner: start naive
+                stage.reset(rows)
+                continue
             stage.restore(rows, stages[name])
         if snapshot.get("model_version", "") == self.model_version:
             self.stepper.restore(rows, stages["model"])
         else:
+            if self.combiner is not None:
+                self.combiner.forget_network(rows)
             # Saved under another model (one swapped in since): its hidden states do not fit this one.
             if reprime:
                 self.reprime(rows)

@@ -141,6 +141,50 @@ class ScoringSettings(_Section):
         return self
 
 
+class ForecastSettings(_Section):
+    """The per-stream online forecast combiner after the network (streamrnn.model.combiner)."""
+
+    combine: bool = Field(
+        True, description="combine the network's forecast with seasonal, level and median candidates per stream "
+        "(online ridge regression on the stream's own errors; starts as the naive forecast); false: the network alone"
+    )
+    inputs: list[Literal["network", "seasonal", "seasonal_diff", "level", "last_diff", "median"]] = Field(
+        default_factory=lambda: ["network", "seasonal", "seasonal_diff", "level", "last_diff", "median"],
+        description="candidate forecasts the combination weighs (each as candidate minus the last value)",
+    )
+    seasonal_periods_s: list[float] = Field(
+        default_factory=lambda: [86400.0, 604800.0],
+        description="seasonal candidates: the value one period earlier (and its change), per period",
+    )
+    seasonal_bins: list[int] = Field(
+        default_factory=lambda: [288, 2016], description="phase slots per seasonal period (memory: 8 B per slot)"
+    )
+    half_life: float = Field(500.0, gt=0, description="values: forgetting of the combination's statistics")
+    prior_values: float = Field(
+        50.0, ge=0, description="ridge prior toward the naive forecast, worth this many observations"
+    )
+    level_half_life: float = Field(3.0, gt=0, description="values: half-life of the EWMA level candidate")
+    clip: float = Field(
+        4.0, gt=0, description="errors beyond this many running mean absolute errors count with reduced weight (Huber)"
+    )
+    gate_half_life: float = Field(
+        500.0, ge=0, description="values: use the combination only while its recent MAE beats the naive one's (0: "
+        "always use it)"
+    )
+    max_gain: float = Field(
+        3.0, gt=0, description="the correction to the last value is at most this many times the largest candidate's"
+    )
+    warmup: int = Field(30, ge=0, description="values: a stream's forecast is the naive one until it has this many")
+
+    @model_validator(mode="after")
+    def _periods(self) -> "ForecastSettings":
+        if len(self.seasonal_periods_s) != len(self.seasonal_bins):
+            raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
+        if any(not p > 0 for p in self.seasonal_periods_s) or any(b < 1 for b in self.seasonal_bins):
+            raise ValueError("seasonal periods must be > 0 and bins >= 1")
+        return self
+
+
 class EventSettings(_Section):
     high: float = Field(
         0.9, ge=0, le=1, description="open an event when a value's event evidence reaches this (spike / level shift: "
@@ -400,6 +444,7 @@ class Settings(BaseSettings):
     normalizer: NormalizerSettings = NormalizerSettings()
     state: StateSettings = StateSettings()
     scoring: ScoringSettings = ScoringSettings()
+    forecast: ForecastSettings = ForecastSettings()
     events: EventSettings = EventSettings()
     training: TrainingSettings = TrainingSettings()
     coldstart: ColdStartSettings = ColdStartSettings()

@@ -136,7 +136,9 @@ class _Clock:
 # -- drift → trainer → swap --------------------------------------------------------------------------------------
 
 def test_drift_triggers_a_retrain_whose_model_lowers_the_live_error(tmp_path):
-    settings = _settings(tmp_path)
+    # The network's own error is what drifts and what retraining lowers: without the forecast combiner, which would
+    # adapt to the new rhythm by itself within a few hundred values (and hide the drift from the detector).
+    settings = _settings(tmp_path, forecast={"combine": False})
     rng = np.random.default_rng(1)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
@@ -217,7 +219,8 @@ def test_scores_stay_continuous_across_a_hot_swap(tmp_path):
 
 
 def test_a_model_that_degrades_live_error_is_rolled_back(tmp_path):
-    settings = _settings(tmp_path, retrain={"drift": False})
+    # Probation judges the network: without the forecast combiner, which would weigh a bad network down by itself.
+    settings = _settings(tmp_path, retrain={"drift": False}, forecast={"combine": False})
     rng = np.random.default_rng(3)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
