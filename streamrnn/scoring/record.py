@@ -53,7 +53,7 @@ class RecordScorer(BaseScorer):
     def __init__(
         self,
         short_window: int = 20,
-        peak_half_life: float = 3000.0,
+        peak_half_life: float = 10000.0,
         fast_window: int = 0,
         fast_weight: float = 1.0,
         warmup: int = 100,
@@ -70,7 +70,7 @@ class RecordScorer(BaseScorer):
         self.short_window = int(short_window)
         self.fast_window = int(fast_window)
         self.fast_weight = float(fast_weight)
-        self.decay = 1.0 - alpha_from(None, peak_half_life, 3000.0)
+        self.decay = 1.0 - alpha_from(None, peak_half_life, 10000.0)
         self.min_peak = float(min_peak)
         self.log_scale = bool(log_scale)
         super().__init__(warmup=warmup, capacity=capacity)

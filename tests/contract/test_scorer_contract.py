@@ -149,9 +149,10 @@ def test_far_value_scores_higher_than_typical_ones(make, name):
         assert np.all(np.diff(rises, axis=0) >= 0.0)
         assert np.all(rises[2] > 0.9)
     elif name == "record":
-        # scale-free: the short average against the worst short average seen lately. One value 15x the typical one
-        # lifts the 20-value average to about the worst of the training data: "as bad as the worst lately" = 0.5.
-        assert np.all(far > 0.45)
+        # scale-free: the short average against the worst short average seen lately (which includes the noisier
+        # averages of the row's first few values). One value that lifts the 20-value average well above any of them
+        # is worse than the worst lately: above 0.5.
+        assert np.all(s.score_many(rows, np.full(8, 100.0)) > 0.5)
     elif make().log_scale:  # log scale: 0.5 is a tail probability of ~1e-5, 0.9 one of ~1e-9
         assert np.all(far > 0.5)
     else:
