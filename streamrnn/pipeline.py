@@ -205,6 +205,9 @@ class Pipeline:
             {
                 # Forecasts of the target(s), raw units, for the next `horizon` steps (ring indexed by step count).
                 "forecast": ((config.horizon, n_targets), "float64", np.nan),
+                # ... and the network's own forecasts of them (before the combiner): the spike evidence judges these,
+                # since the combiner's seasonal candidates would repeat yesterday's spike as today's forecast.
+                "net_forecast": ((config.horizon, n_targets), "float64", np.nan),
                 "excluded_run": ((), "int64", 0),
             },
             cap,
@@ -386,6 +389,7 @@ class Pipeline:
             reset_rows = rows[reset]
             self.stepper.reset(reset_rows)
             self.own["forecast"][reset_rows] = np.nan
+            self.own["net_forecast"][reset_rows] = np.nan
             if self.combiner is not None:
                 self.combiner.interrupt(reset_rows)
             self.flatline.reset(reset_rows)
@@ -394,6 +398,7 @@ class Pipeline:
         step_count = table["count"][rows]
         slot = step_count % cfg.horizon
         predicted = self.own["forecast"][rows, slot]  # [m, n_targets], raw units
+        net_predicted = self.own["net_forecast"][rows, slot]
         scale = self.normalizer.scale(rows)
         mean = self.normalizer.mean(rows)
         target_scale = scale[:, self._targets]
@@ -437,6 +442,7 @@ class Pipeline:
         new_scale = self.normalizer.scale(rows)[:, self._targets]
         new_mean = self.normalizer.mean(rows)[:, self._targets]
         forecast = forecast_z * new_scale + new_mean
+        self.own["net_forecast"][rows, slot] = forecast
         if self.combiner is not None:
             # The network's forecast is one input of the stream's own combination (exactly naive at the start).
             forecast = self.combiner.step(rows, ts, table["interval"][rows], x[:, self._targets], forecast, slot)
@@ -450,7 +456,7 @@ class Pipeline:
         run = self.flatline.run_length(rows)
         flat_since = np.where(run >= cfg.flatline_min_values, ts - run * interval, np.nan)
         event_evidence, shifted = self.event_evidence.update(
-            rows, ts, x0 - predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
+            rows, ts, x0 - net_predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
             flat_since=flat_since, restart=gap_seen)
         # Values inside an open event are kept out of training as well as those scored anomalous.
         in_event = self.residual_events.is_open(rows) | self.flatline_events.is_open(rows)
@@ -532,6 +538,7 @@ class Pipeline:
             group = rows[lengths == length]
             self.stepper.reset(group)
             self.own["forecast"][group] = np.nan
+            self.own["net_forecast"][group] = np.nan
             if length == 0:
                 continue
             for start in range(0, len(group), 4096):  # bounds the [rows, length, inputs] block in memory
@@ -547,6 +554,7 @@ class Pipeline:
                     k = forecast_z.shape[1] - j
                     slot = (count - k) % h
                     forecast = forecast_z[:, j] * scale + mean
+                    self.own["net_forecast"][chunk, slot] = forecast
                     if self.combiner is not None:
                         combined = self.combiner.rebase(chunk, slot, forecast)
                         forecast = np.where(np.isfinite(combined), combined, forecast)
@@ -608,10 +616,13 @@ class Pipeline:
         self._ensure_capacity(self.table.capacity)
         stages = snapshot["stages"]
         for name, stage in self._row_stages:
-            if name == "combiner" and name not in stages:  # a snapshot from before the combiner: start naive
+            if name not in stages:  # a snapshot from an older version without this stage: it starts fresh
                 stage.reset(rows)
                 continue
-            stage.restore(rows, stages[name])
+            data = stages[name]
+            if name == "own" and "net_forecast" not in data:  # older snapshots: the forecast was the network's
+                data = {**data, "net_forecast": data["forecast"]}
+            stage.restore(rows, data)
         if snapshot.get("model_version", "") == self.model_version:
             self.stepper.restore(rows, stages["model"])
         else:
@@ -623,6 +634,7 @@ class Pipeline:
             else:
                 self.stepper.reset(rows)
                 self.own["forecast"][rows] = np.nan
+                self.own["net_forecast"][rows] = np.nan
 
 
 def _empty_scores() -> ScoreBatch:
