@@ -184,3 +184,22 @@ def test_a_reset_gap_drops_the_pending_combination():
     assert np.isnan(res.scores.forecast[0])  # nothing forecast across the reset
     assert np.isnan(p.combiner.state["last2"][row]).all()  # the sequence starts again after the gap
     np.testing.assert_array_equal(p.combiner.state["w"][row], w)  # the learned weights are kept
+
+
+def test_a_snapshot_from_an_older_version_restores_with_new_stages_fresh():
+    """Upgrading: a snapshot without the event evidence stage and without the network's own forecasts restores;
+    the missing stage starts fresh and the pending network forecast is taken to be the stored forecast."""
+    p = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
+    for k in range(300):
+        p.step(ObservationBatch.from_rows([("a", k * STEP, float(20 + (k % 5)))]))
+    snap = p.snapshot()
+    stages = dict(snap["stages"])
+    del stages["event_evidence"]
+    stages["own"] = {k: v for k, v in stages["own"].items() if k != "net_forecast"}
+    new = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
+    new.restore({**snap, "stages": stages})
+    row = new.table.row_of("a")
+    assert (new.event_evidence.state["b"][row] == 0).all()  # fresh
+    np.testing.assert_array_equal(new.own["net_forecast"][row], new.own["forecast"][row])
+    res = new.step(ObservationBatch.from_rows([("a", 300 * STEP, 20.0)]))
+    assert np.isfinite(res.scores.score).all() and len(res.rejected) == 0
