@@ -37,6 +37,8 @@ VARIANTS: list[tuple[str, str, dict[str, str]]] = [
     ("no smoothing", "short_window 1", {"STREAMRNN_SCORING__PARAMS": '{"short_window": 1}'}),
     ("anomalies kept out of the statistics", "learn_below 0.9", {"STREAMRNN_SCORING__LEARN_BELOW": "0.9"}),
     ("residuals in scale units", "residual_units scale", {"STREAMRNN_SCORING__RESIDUAL_UNITS": "scale"}),
+    ("no forecast combiner", "forecast.combine false (the network's forecast alone; here persistence)",
+     {"STREAMRNN_FORECAST__COMBINE": "false"}),
 ]
 
 NAB_LINE = re.compile(r"NAB \(persistence\) ([\d.-]+) / ([\d.-]+) / ([\d.-]+)")
