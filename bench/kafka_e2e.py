@@ -102,6 +102,8 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path, poll_max
     from streamrnn.settings import load_settings
 
     env = {
+        # STREAMRNN_* settings of the caller's environment apply too (e.g. STREAMRNN_FORECAST__COMBINE=false)
+        **{k: v for k, v in os.environ.items() if k.startswith("STREAMRNN_")},
         "STREAMRNN_KAFKA__BOOTSTRAP_SERVERS": orjson.dumps([bootstrap]).decode(),
         "STREAMRNN_KAFKA__INPUT_TOPICS": orjson.dumps([topic]).decode(),
         "STREAMRNN_KAFKA__GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
