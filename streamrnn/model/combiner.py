@@ -149,7 +149,6 @@ class ForecastCombiner:
         """Forget everything about ``rows`` (new streams): the naive forecast again."""
         rows = np.asarray(rows, dtype=np.int64)
         self.state.reset(rows)
-        self.state["phase"][rows] = rows % SOLVE_EVERY
 
     def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return self.state.snapshot(rows)
@@ -209,6 +208,11 @@ class ForecastCombiner:
         net_forecast = np.asarray(net_forecast, dtype=np.float64).reshape(len(rows), self.n_targets)
         steps = st["steps"][rows]
         slot = steps % self.horizon if slot is None else np.asarray(slot, dtype=np.int64)
+        first = steps == 0
+        if first.any():
+            # Stagger the re-solves by the stream's first timestamp, not by its row: rows differ between instances
+            # and runs, and the state must not depend on which row a stream happened to get.
+            st["phase"][rows[first]] = (np.floor(ts[first]) % SOLVE_EVERY).astype(np.int8)
 
         # 1. learn from the forecast that targeted this value -------------------------------------------------
         u_old = st["pending_u"][rows, slot]  # [m, T, K]

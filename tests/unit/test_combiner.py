@@ -203,3 +203,18 @@ def test_a_snapshot_from_an_older_version_restores_with_new_stages_fresh():
     np.testing.assert_array_equal(new.own["net_forecast"][row], new.own["forecast"][row])
     res = new.step(ObservationBatch.from_rows([("a", 300 * STEP, 20.0)]))
     assert np.isfinite(res.scores.score).all() and len(res.rejected) == 0
+
+
+def test_a_streams_forecasts_do_not_depend_on_the_row_it_gets():
+    """Rows differ between instances and runs (a partition taken over, a restart): the state must not."""
+    def run(others):
+        p = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
+        p.step(ObservationBatch.from_rows([(f"other-{i}", 0.0, 1.0) for i in range(others)]))
+        out = []
+        for k in range(400):
+            res = p.step(ObservationBatch.from_rows([("a", 1000.0 + k * STEP, float(20 + (k % 9) + 0.1 * k))]))
+            out.append(res.scores.forecast[0])
+        return p.table.row_of("a"), np.array(out)
+    (row0, f0), (row5, f5) = run(1), run(6)
+    assert row0 != row5
+    np.testing.assert_array_equal(f0, f5)
