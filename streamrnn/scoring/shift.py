@@ -1,19 +1,11 @@
-"""Detectors of persistent changes the point-wise residual score misses: level shifts and flat lines.
+"""The flat-line detector: a persistent change the point-wise residual score misses (level shifts are tested in
+:mod:`streamrnn.scoring.evidence`, on the residual against the value a day earlier).
 
-Both are vectorized over rows (one row per stream) and keep their state in RowArrays.
+Vectorized over rows (one row per stream), state in RowArrays.
 
-- :class:`LevelShiftDetector` is a two-sided Page-Hinkley test on the signed normalized residual: it flags a
-  sustained bias of the forecast errors. The pipeline no longer uses it (a persistence-like forecaster has no bias
-  after a step); its level-shift test is the CUSUM on the daily residual in :mod:`streamrnn.scoring.evidence`.
 - :class:`FlatlineDetector` scores runs of exactly repeated values against how often this stream repeats a value
   when it is healthy, so a stuck sensor is flagged while a coarsely quantized one is not; its record gate keeps a
   stream that often repeats for long from opening an event at every run.
-
->>> ls = LevelShiftDetector(threshold=5.0, delta=0.1)
->>> rows = np.array([0])
->>> alarms = [bool(ls.update(rows, np.array([r]))[0]) for r in [0.0] * 5 + [2.0] * 5]
->>> alarms.index(True)
-7
 """
 
 from __future__ import annotations
@@ -22,31 +14,6 @@ import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import alpha_from
-
-
-class LevelShiftDetector(RowStatefulMixin):
-    """Page-Hinkley (CUSUM form) in both directions on the residual, with the drift allowance ``delta``.
-
-    An alarm resets the cumulative sums of that row, so a shift raises one alarm, not one per value.
-    """
-
-    def __init__(self, threshold: float = 25.0, delta: float = 0.5, capacity: int = 16) -> None:
-        self.threshold = threshold
-        self.delta = delta
-        self.state = RowArrays({"up": ((), "float64", 0.0), "down": ((), "float64", 0.0)}, capacity=capacity)
-
-    def update(self, rows: np.ndarray, residual: np.ndarray) -> np.ndarray:
-        """Feed signed residuals; return a bool alarm per value. NaN residuals leave the sums unchanged."""
-        r = np.where(np.isnan(residual), 0.0, residual)
-        up = np.maximum(0.0, self.state["up"][rows] + r - self.delta)
-        down = np.maximum(0.0, self.state["down"][rows] - r - self.delta)
-        alarm = (up > self.threshold) | (down > self.threshold)
-        self.state["up"][rows] = np.where(alarm, 0.0, up)
-        self.state["down"][rows] = np.where(alarm, 0.0, down)
-        return alarm
-
-    def statistic(self, rows: np.ndarray) -> np.ndarray:
-        return np.maximum(self.state["up"][rows], self.state["down"][rows])
 
 
 class FlatlineDetector(RowStatefulMixin):
