@@ -55,3 +55,15 @@ class FeatureBuilder:
             out[:, col] = np.sin(phase)
             out[:, col + 1] = np.cos(phase)
         return out
+
+
+def phase_slot(ts: np.ndarray, period_s: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(phase slot in ``[0, bins)``, index of the period) of each timestamp: the key of the seasonal references
+    (the value seen in the same slot one period earlier) kept by the score channels and the forecast combiner.
+
+    >>> phase_slot(np.array([0.0, 86399.0, 86400.0 + 300.0]), 86400.0, 288)
+    (array([  0, 287,   1]), array([0, 0, 1]))
+    """
+    period = np.floor(ts / period_s)
+    slot = np.floor((ts - period * period_s) * (bins / period_s)).astype(np.int64)
+    return np.clip(slot, 0, bins - 1), period.astype(np.int64)

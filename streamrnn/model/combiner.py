@@ -49,6 +49,7 @@ from typing import Mapping
 
 import numpy as np
 
+from streamrnn.features import phase_slot
 from streamrnn.rowstate import RowArrays
 
 SOLVE_EVERY = 8  # values between re-solves of a row's weights (the statistics are updated at every value)
@@ -290,10 +291,7 @@ class ForecastCombiner:
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _slots(self, k: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        period = self.periods[k]
-        phase = np.floor(ts / period)
-        slot = np.floor((ts - phase * period) * (self.bins[k] / period)).astype(np.int64)
-        return np.clip(slot, 0, self.bins[k] - 1), phase.astype(np.int32)
+        return phase_slot(ts, self.periods[k], self.bins[k])
 
     def _reference(self, k: int, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """The value seen one period before ``ts`` in its phase slot, ``[m, T]`` (NaN if none or stale)."""

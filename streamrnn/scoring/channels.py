@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from streamrnn.features import phase_slot
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import X_MAX, alpha_from
 from streamrnn.scoring.record import MAX_RATIO
@@ -120,10 +121,7 @@ class ScoreChannels(RowStatefulMixin):
 
     # -- the two calls of a sub-step --------------------------------------------------------------------------
     def _slots(self, k: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        period = self.periods[k]
-        phase = np.floor(ts / period)
-        slot = np.floor((ts - phase * period) * (self.bins[k] / period)).astype(np.int64)
-        return np.clip(slot, 0, self.bins[k] - 1), phase.astype(np.int64)
+        return phase_slot(ts, self.periods[k], self.bins[k])
 
     def seasonal_signed(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
         """``[len(periods), m]``: value - value one period earlier, in the stream's units (NaN where no fresh
