@@ -388,8 +388,7 @@ class Pipeline:
         if reset.any():
             reset_rows = rows[reset]
             self.stepper.reset(reset_rows)
-            self.own["forecast"][reset_rows] = np.nan
-            self.own["net_forecast"][reset_rows] = np.nan
+            self._drop_forecasts(reset_rows)
             if self.combiner is not None:
                 self.combiner.interrupt(reset_rows)
             self.flatline.reset(reset_rows)
@@ -473,6 +472,11 @@ class Pipeline:
         out_warming[idx] = warming
         accepted[idx] = True
 
+    def _drop_forecasts(self, rows: np.ndarray) -> None:
+        """Forget the pending forecasts (combined and the network's) of ``rows``: their sequence starts again."""
+        self.own["forecast"][rows] = np.nan
+        self.own["net_forecast"][rows] = np.nan
+
     def _recenter(self, rows: np.ndarray, x: np.ndarray, recent: int) -> None:
         means = np.empty_like(x)
         for i, row in enumerate(rows):
@@ -537,8 +541,7 @@ class Pipeline:
         for length in np.unique(lengths).tolist():
             group = rows[lengths == length]
             self.stepper.reset(group)
-            self.own["forecast"][group] = np.nan
-            self.own["net_forecast"][group] = np.nan
+            self._drop_forecasts(group)
             if length == 0:
                 continue
             for start in range(0, len(group), 4096):  # bounds the [rows, length, inputs] block in memory
@@ -633,8 +636,7 @@ class Pipeline:
                 self.reprime(rows)
             else:
                 self.stepper.reset(rows)
-                self.own["forecast"][rows] = np.nan
-                self.own["net_forecast"][rows] = np.nan
+                self._drop_forecasts(rows)
 
 
 def _empty_scores() -> ScoreBatch:
