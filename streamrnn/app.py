@@ -19,7 +19,9 @@ snapshot the same way.
 Rebalancing (kafka-python 3 runs rebalance callbacks on its I/O thread while ``poll`` blocks this thread, so they
 never race with a batch): on revoke, the batch is already finished; flush, snapshot the revoked partitions, drop
 their streams, commit. On assign, the partitions are paused; after ``poll`` returns, this thread loads their
-snapshots, restores and seeks, writes an initial snapshot for a partition that had none, and resumes them.
+snapshots, restores and seeks, writes an initial snapshot for a partition that had none, and resumes them. A
+rebalance that has revoked this instance's partitions but not assigned any within ``kafka.rejoin_after_s`` is
+abandoned: the consumer leaves the group and subscribes again (kafka-python 3 can drop a join's result).
 
 Each stream's state belongs to the partition its records arrive on (streams must be keyed by stream id, so one
 stream lives in one partition); a snapshot of a partition holds exactly its streams.
@@ -116,6 +118,8 @@ class Daemon:
         self._commit_in_flight = False
         self._last_commit_ok = True
         self._joined = False
+        # Since when a rebalance (or the first join) has been waiting for its assignment; None while assigned.
+        self._awaiting_assignment_since: float | None = None
         self._max_event_ts = float("-inf")
         now = clock()
         self._next_commit = now
@@ -156,6 +160,7 @@ class Daemon:
 
         class Listener(AsyncConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+                daemon._rebalance_started()
                 offsets = daemon._release(revoked, save=True)
                 if offsets:
                     daemon._commit_on_revoke(offsets)
@@ -164,16 +169,22 @@ class Daemon:
                 daemon._on_assigned(assigned)
 
             async def on_partitions_lost(self, lost: set[Any]) -> None:
+                daemon._rebalance_started()
                 daemon._release(lost, save=False, why="lost")
 
         topics = list(self.settings.kafka.input_topics)
-        # Load the topics' metadata before joining: kafka-python's first join can otherwise race the metadata fetch,
-        # and a leader that does not know a topic yet assigns none of its partitions until the next refresh.
-        missing = [t for t in topics if not self.consumer.partitions_for_topic(t)]
+        listener = Listener()
+        self._rebalance_started()
+        self.consumer.subscribe(topics=topics, listener=listener)
+        # Load the topics' metadata after subscribing and before the first join. The group coordinator takes its
+        # view of the subscribed topics from metadata that arrives after subscribe(); a first join that races it
+        # assigns from an empty view, and the refresh that follows forces a second rebalance at once (assign,
+        # revoke, rejoin within a second of start; CI runs saw that rejoin stall). docs/daemon.md has the numbers.
+        known = self.consumer.topics()  # always a metadata round trip, unlike partitions_for_topic
+        missing = [t for t in topics if t not in known]
         if missing:
             log.warning("input topics not found (yet); their partitions are assigned once they exist",
                         extra={"fields": {"topics": missing}})
-        self.consumer.subscribe(topics=topics, listener=Listener())
         log.info("consuming", extra={"fields": {"topics": list(self.settings.kafka.input_topics),
                                                 "group": self.settings.kafka.group_id}})
         k = self.settings.kafka
@@ -200,6 +211,9 @@ class Daemon:
                 if now >= self._next_probe:
                     self._probe_broker()
                     self._next_probe = self._clock() + _PROBE_EVERY_S
+                since = self._awaiting_assignment_since
+                if since is not None and now - since > k.rejoin_after_s:
+                    self._rejoin(topics, listener, now - since)
         finally:
             self._shutdown()
 
@@ -430,9 +444,33 @@ class Daemon:
         return offsets
 
     # -- assignment ------------------------------------------------------------------------------------------
+    def _rebalance_started(self) -> None:
+        if self._awaiting_assignment_since is None:
+            self._awaiting_assignment_since = self._clock()
+
+    def _rejoin(self, topics: list[str], listener: Any, waited_s: float) -> None:
+        """Abandon a rebalance that never delivered an assignment: leave the group and subscribe again.
+
+        kafka-python 3.0 (3.0.12 checked) runs a join as a task that a ``poll`` timeout leaves in flight. When the
+        rebalance was started by a metadata change (partitions added, the first join racing the first metadata)
+        and the task finishes while no ``poll`` awaits it, the next ``poll`` no longer sees a rejoin as needed and
+        never applies the task's assignment: the member holds nothing, heartbeats stay disabled, and it stays so.
+        Leaving and subscribing again starts a clean join (one extra rebalance for the group)."""
+        log.warning("rebalance gave no assignment in time; leaving the group and joining again",
+                    extra={"fields": {"waited_s": round(waited_s, 1), "group": self.settings.kafka.group_id}})
+        self.metrics.group_rejoins.inc()
+        self._release(set(self._next_offset) | self._pending_assign, save=True, why="rejoin")
+        self._awaiting_assignment_since = self._clock()
+        try:
+            self.consumer.unsubscribe()
+        except Exception as error:  # leaving is a courtesy: the broker also drops a silent member
+            log.info("leaving the group failed", extra={"fields": {"error": repr(error)}})
+        self.consumer.subscribe(topics=topics, listener=listener)
+
     def _on_assigned(self, assigned: set[Any]) -> None:
         """The group gave us partitions (a rebalance callback): queue the new ones for restoring."""
         self._joined = True
+        self._awaiting_assignment_since = None
         fresh = self._queue_restore(assigned)
         if fresh:
             self.metrics.rebalances.labels("assigned").inc()

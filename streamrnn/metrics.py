@@ -62,6 +62,9 @@ class DaemonMetrics:
                                          registry=r)
         self.rebalances = Counter("streamrnn_rebalances", "Partition assignment changes, by kind", ["kind"],
                                   registry=r)
+        self.group_rejoins = Counter("streamrnn_group_rejoins", "Rebalances abandoned after kafka.rejoin_after_s "
+                                     "without an assignment: the instance left the group and joined afresh",
+                                     registry=r)
         self.batch_size = Histogram("streamrnn_batch_records", "Records per poll batch", buckets=_BATCH_BUCKETS,
                                     registry=r)
         self.step_duration = Histogram("streamrnn_step_duration_seconds", "Decode + pipeline step + publish, per batch",

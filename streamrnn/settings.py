@@ -363,6 +363,13 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(10000, ge=1000, description="a silent instance loses its partitions after this")
     max_poll_interval_ms: int = Field(300000, ge=1000, description="longest allowed time between polls (Kafka)")
     request_timeout_ms: int = Field(30000, ge=1000, description="Kafka client request timeout")
+    metadata_max_age_ms: int = Field(
+        30000, ge=1000, description="input topics created, or partitions added, while running are noticed within this"
+    )
+    rejoin_after_s: float = Field(
+        60.0, ge=1, description="a group rebalance this instance has not finished after this long is abandoned: "
+        "it leaves the group and joins afresh (kafka-python 3 can drop a join's result; docs/daemon.md)"
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="how to reach the brokers"
     )

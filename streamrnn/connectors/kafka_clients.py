@@ -78,7 +78,7 @@ def consumer_kwargs(kafka: KafkaSettings, client_suffix: str = "consumer") -> di
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
         # Input topics created (or partitions added) while running are noticed within this, not the 5-minute default.
-        "metadata_max_age_ms": 30_000,
+        "metadata_max_age_ms": kafka.metadata_max_age_ms,
     }
 
 

@@ -72,6 +72,9 @@ def _run_to_end(tmp_path: Path, bootstrap: str, topic: str, name: str, **overrid
     try:
         daemon.wait_ready()
         wait_committed(bootstrap, sections["kafka"]["group_id"], topic, [daemon])
+        # A lone instance joins once: its first assignment is not undone by the metadata that arrives after it.
+        assert daemon.metric('streamrnn_rebalances_total{kind="assigned"}') == 1
+        assert daemon.metric('streamrnn_rebalances_total{kind="revoked"}') == 0
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.ensure_dead()
@@ -231,6 +234,44 @@ def test_keeps_running_through_a_20_s_broker_outage_and_catches_up(kafka_broker,
         daemon.ensure_dead()
     scored = set(_scored_keys(bootstrap, f"{topic}.scores", len(rows)))
     assert {(s, t) for s, t, _v in rows} <= scored
+
+
+def test_partitions_added_while_running_are_picked_up_even_when_the_rebalance_stalls(kafka_broker, new_topic,
+                                                                                     tmp_path):
+    """Adding partitions to an input topic makes the group rebalance on the next metadata refresh. With
+    kafka-python 3.0.12 and a poll timeout of 0, that rebalance's assignment is always dropped (the join finishes
+    while no poll awaits it; docs/daemon.md), so this instance only gets the new partitions by abandoning the stalled
+    rebalance after kafka.rejoin_after_s and joining again."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    bootstrap = kafka_broker.bootstrap
+    topic = new_topic(kafka_broker, 2)
+    rows = _observations(n_streams=6, length=600)
+    half = len(rows) // 2
+    produce_observations(bootstrap, topic, rows[:half])
+    sections = daemon_sections(bootstrap, topic, tmp_path / "state",
+                               kafka={"poll_timeout_ms": 0, "metadata_max_age_ms": 1000, "rejoin_after_s": 3.0})
+    group = sections["kafka"]["group_id"]
+    daemon = start_daemon(tmp_path, sections, "grow")
+    try:
+        daemon.wait_ready(partitions=2)
+        wait_committed(bootstrap, group, topic, [daemon])
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=3)})
+        finally:
+            admin.close()
+        produce_observations(bootstrap, topic, rows[half:])  # keyed: some streams now land on the new partition
+        daemon.wait_ready(timeout=60, partitions=3)
+        wait_committed(bootstrap, group, topic, [daemon])
+        rejoins = daemon.metric("streamrnn_group_rejoins_total")
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.ensure_dead()
+    scored = set(_scored_keys(bootstrap, f"{topic}.scores", len(rows)))
+    assert {(s, t) for s, t, _v in rows} <= scored
+    print(f"forced rejoins: {rejoins:.0f}")
 
 
 def test_two_instances_split_partitions_and_state_moves_through_the_changelog(kafka_broker, new_topic, tmp_path):
