@@ -268,7 +268,7 @@ class Daemon:
             self.metrics.decode_errors.labels(item.reason).inc()
         result = self.pipeline.step(batch)
         if self.lifecycle is not None and len(result.scores):
-            self.lifecycle.observe(result.scores.residual[~result.scores.warming_up])
+            self.lifecycle.observe(result.scores.model_residual[~result.scores.warming_up])
 
         # The state of each stream now belongs to the partition its latest record came from.
         if len(batch):

@@ -304,12 +304,13 @@ class Pipeline:
         out_score = np.zeros(n)
         out_forecast = np.full(n, np.nan)
         out_residual = np.full(n, np.nan)
+        out_model_residual = np.full(n, np.nan)
         out_warming = np.ones(n, dtype=bool)
         accepted = np.zeros(n, dtype=bool)
         for idx in self._sub_steps(good, rows[good], ts[good]):
             self._step_unique(
                 batch, idx, rows[idx], ts[idx], values[idx],
-                out_score, out_forecast, out_residual, out_warming, accepted, events, rejected,
+                out_score, out_forecast, out_residual, out_model_residual, out_warming, accepted, events, rejected,
             )
         keep = np.flatnonzero(accepted)
         scores = ScoreBatch(
@@ -318,6 +319,7 @@ class Pipeline:
             value=values[keep, self._targets[0]],
             forecast=out_forecast[keep],
             residual=out_residual[keep],
+            model_residual=out_model_residual[keep],
             score=out_score[keep],
             warming_up=out_warming[keep],
             source=None if batch.source is None else batch.source[keep],
@@ -350,6 +352,7 @@ class Pipeline:
         out_score: np.ndarray,
         out_forecast: np.ndarray,
         out_residual: np.ndarray,
+        out_model_residual: np.ndarray,
         out_warming: np.ndarray,
         accepted: np.ndarray,
         events: list[Event],
@@ -403,6 +406,11 @@ class Pipeline:
         target_scale = scale[:, self._targets]
         signed = (x[:, self._targets] - predicted) / target_scale
         residual = np.sqrt(np.mean(signed * signed, axis=1))
+        if self.combiner is None:
+            model_residual = residual
+        else:
+            net_signed = (x[:, self._targets] - net_predicted) / target_scale
+            model_residual = np.sqrt(np.mean(net_signed * net_signed, axis=1))
         # The scorers judge the residual in scale units, or in the stream's own units (one target: |x - forecast|).
         raw_units = cfg.residual_units == "raw"
         judged = residual * target_scale[:, 0] if raw_units and len(self._targets) == 1 else residual
@@ -469,6 +477,7 @@ class Pipeline:
         out_score[idx] = score
         out_forecast[idx] = predicted[:, 0]
         out_residual[idx] = residual
+        out_model_residual[idx] = model_residual
         out_warming[idx] = warming
         accepted[idx] = True
 
@@ -642,7 +651,7 @@ class Pipeline:
 def _empty_scores() -> ScoreBatch:
     empty = np.zeros(0)
     return ScoreBatch(
-        stream=np.zeros(0, dtype=object), ts=empty, value=empty, forecast=empty, residual=empty,
+        stream=np.zeros(0, dtype=object), ts=empty, value=empty, forecast=empty, residual=empty, model_residual=empty,
         score=empty, warming_up=np.zeros(0, dtype=bool),
     )
 

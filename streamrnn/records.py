@@ -77,6 +77,9 @@ class ScoreBatch:
     value: np.ndarray  # float64, the target feature's raw value
     forecast: np.ndarray  # float64, forecast of the target made before the value was seen (raw units)
     residual: np.ndarray  # float64, normalized absolute residual fed to the scorer
+    # float64, the same for the network's own forecast (before the forecast combiner): what model monitoring
+    # (drift, probation) judges; equal to ``residual`` when the combiner is off
+    model_residual: np.ndarray
     score: np.ndarray  # float64 in [0, 1]
     warming_up: np.ndarray  # bool
     source: np.ndarray | None = None

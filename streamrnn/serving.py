@@ -5,6 +5,9 @@ Owns: those decisions and their bookkeeping. It touches the pipeline only throug
 the residuals of scored values; it must not train, consume or publish. Everything runs on the daemon's main thread
 between batches (a swap re-primes every stream, so it must not race a step).
 
+The residuals are the network's own (``ScoreBatch.model_residual``, before the forecast combiner): what retraining
+changes and what the spike evidence relies on.
+
 Probation: the live mean absolute normalized residual over the last ``probation_values`` scored values before a
 swap is the reference; the first ``probation_values`` after it are the trial. If the trial's mean exceeds the
 reference times ``rollback_ratio`` the registry rolls back (only if the judged version is still the champion, so

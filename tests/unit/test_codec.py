@@ -583,6 +583,7 @@ def _scores() -> ScoreBatch:
         value=np.array([1.5, 2.0, -3.0]),
         forecast=np.array([nan, 2.1, -2.0]),
         residual=np.array([nan, 0.25, 3.5]),
+        model_residual=np.array([nan, 0.5, 3.0]),
         score=np.array([0.0, 0.1234567891, 0.99999999]),
         warming_up=np.array([True, False, False]),
     )

@@ -110,7 +110,7 @@ def _feed(pipeline: Pipeline, lifecycle: ModelLifecycle | None, streams: int, st
         result = pipeline.step(ObservationBatch.from_rows(
             [(f"s{i}", float(ts[i]), float(v[i])) for i in range(streams)]))
         events.extend(result.events)
-        live = result.scores.residual[~result.scores.warming_up]
+        live = result.scores.model_residual[~result.scores.warming_up]  # the network's own error, as the daemon
         maes.append(float(np.mean(live)) if len(live) else math.nan)
         if lifecycle is not None:
             lifecycle.observe(live)
@@ -136,9 +136,9 @@ class _Clock:
 # -- drift → trainer → swap --------------------------------------------------------------------------------------
 
 def test_drift_triggers_a_retrain_whose_model_lowers_the_live_error(tmp_path):
-    # The network's own error is what drifts and what retraining lowers: without the forecast combiner, which would
-    # adapt to the new rhythm by itself within a few hundred values (and hide the drift from the detector).
-    settings = _settings(tmp_path, forecast={"combine": False})
+    # The network's own error is what drifts and what retraining lowers; the forecast combiner (on, as by default)
+    # adapts to the new rhythm by itself, so the monitor must judge the network's residual, not the combined one.
+    settings = _settings(tmp_path)
     rng = np.random.default_rng(1)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
@@ -219,8 +219,9 @@ def test_scores_stay_continuous_across_a_hot_swap(tmp_path):
 
 
 def test_a_model_that_degrades_live_error_is_rolled_back(tmp_path):
-    # Probation judges the network: without the forecast combiner, which would weigh a bad network down by itself.
-    settings = _settings(tmp_path, retrain={"drift": False}, forecast={"combine": False})
+    # Probation judges the network's own residual: the forecast combiner (on, as by default) weighs a bad network
+    # down by itself, but the network also feeds the spike evidence, so a bad one must still be rolled back.
+    settings = _settings(tmp_path, retrain={"drift": False})
     rng = np.random.default_rng(3)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
