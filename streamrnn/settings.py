@@ -138,7 +138,14 @@ class ScoringSettings(_Section):
     def _one_bin_count_per_period(self) -> "ScoringSettings":
         if len(self.seasonal_periods_s) != len(self.seasonal_bins):
             raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
+        _check_periods(self.seasonal_periods_s, self.seasonal_bins)
         return self
+
+
+def _check_periods(periods: list[float], bins: list[int]) -> None:
+    # The index of the period a reference was seen in is kept in 32 bits: epoch seconds / 1 s fit until 2038.
+    if any(not p >= 1 for p in periods) or any(b < 1 for b in bins):
+        raise ValueError("seasonal periods must be at least 1 s and bins at least 1")
 
 
 class ForecastSettings(_Section):
@@ -180,8 +187,7 @@ class ForecastSettings(_Section):
     def _periods(self) -> "ForecastSettings":
         if len(self.seasonal_periods_s) != len(self.seasonal_bins):
             raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
-        if any(not p > 0 for p in self.seasonal_periods_s) or any(b < 1 for b in self.seasonal_bins):
-            raise ValueError("seasonal periods must be > 0 and bins >= 1")
+        _check_periods(self.seasonal_periods_s, self.seasonal_bins)
         return self
 
 

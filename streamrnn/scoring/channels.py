@@ -86,7 +86,7 @@ class ScoreChannels(RowStatefulMixin):
         }
         for k, b in enumerate(self.bins):
             spec[f"ref{k}"] = ((b,), "float32", np.nan)  # last value seen in each phase slot
-            spec[f"per{k}"] = ((b,), "int64", -2)  # the period index it was seen in
+            spec[f"per{k}"] = ((b,), "int32", -2)  # the period index it was seen in (int32: up to 2**31 periods)
         self.state = RowArrays(spec, capacity)
         self.scorers = [
             make_scorer(scorer_method, warmup=warmup, capacity=capacity, **dict(scorer_params))

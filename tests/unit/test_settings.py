@@ -40,6 +40,8 @@ def test_config_path_from_environment(tmp_path):
         ("", {"STREAMRNN_NOPE__X": "1"}, "STREAMRNN_NOPE__X: unknown setting"),
         ("[model\n", {}, "cannot read config"),
         ("[model]\nhorizon = 3\n", {}, "training.horizon (1) must equal model.horizon (3)"),
+        ("[scoring]\nseasonal_periods_s = [0.5]\nseasonal_bins = [4]\n", {}, "seasonal periods must be at least 1 s"),
+        ("[forecast]\nseasonal_periods_s = [86400.0]\nseasonal_bins = [0]\n", {}, "bins at least 1"),
     ],
 )
 def test_bad_settings_name_the_field(tmp_path, text, env, needle):
