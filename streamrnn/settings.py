@@ -369,6 +369,10 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(10000, ge=1000, description="a silent instance loses its partitions after this")
     max_poll_interval_ms: int = Field(300000, ge=1000, description="longest allowed time between polls (Kafka)")
     request_timeout_ms: int = Field(30000, ge=1000, description="Kafka client request timeout")
+    max_partition_fetch_bytes: int = Field(
+        1024 * 1024, ge=1024, description="most bytes one fetch takes from one partition (a larger record still comes "
+        "whole): smaller mixes more partitions, so more streams, into one poll, and the pipeline steps them together"
+    )
     metadata_max_age_ms: int = Field(
         30000, ge=1000, description="input topics created, or partitions added, while running are noticed within this"
     )

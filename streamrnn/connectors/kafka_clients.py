@@ -76,7 +76,7 @@ def consumer_kwargs(kafka: KafkaSettings, client_suffix: str = "consumer") -> di
         "heartbeat_interval_ms": max(1000, kafka.session_timeout_ms // 3),
         "max_poll_interval_ms": kafka.max_poll_interval_ms,
         "fetch_max_bytes": 64 * 1024 * 1024,
-        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "max_partition_fetch_bytes": kafka.max_partition_fetch_bytes,
         # Input topics created (or partitions added) while running are noticed within this, not the 5-minute default.
         "metadata_max_age_ms": kafka.metadata_max_age_ms,
     }
