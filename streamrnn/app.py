@@ -135,6 +135,7 @@ class Daemon:
             metrics.registry.register(TopEventsCollector(self.pipeline.top_open_events, settings.daemon.top_k_streams))
         self._broker_ok_at = now
         self._next_probe = now
+        self._next_poll_warning = now
 
     # -- control -------------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -155,6 +156,7 @@ class Daemon:
     def run(self) -> None:
         """Consume until :meth:`request_stop`, then shut down gracefully (flush, snapshot, commit, close)."""
         from kafka import AsyncConsumerRebalanceListener
+        from kafka.errors import KafkaError
 
         daemon = self
 
@@ -180,7 +182,11 @@ class Daemon:
         # view of the subscribed topics from metadata that arrives after subscribe(); a first join that races it
         # assigns from an empty view, and the refresh that follows forces a second rebalance at once (assign,
         # revoke, rejoin within a second of start; CI runs saw that rejoin stall). docs/daemon.md has the numbers.
-        known = self.consumer.topics()  # always a metadata round trip, unlike partitions_for_topic
+        try:
+            known = self.consumer.topics()  # always a metadata round trip, unlike partitions_for_topic
+        except Exception as error:  # the broker is not there yet: the join waits for it in poll()
+            log.warning("cannot load the topics' metadata yet", extra={"fields": {"error": repr(error)}})
+            known = set(topics)
         missing = [t for t in topics if t not in known]
         if missing:
             log.warning("input topics not found (yet); their partitions are assigned once they exist",
@@ -190,7 +196,15 @@ class Daemon:
         k = self.settings.kafka
         try:
             while not self._stop.is_set():
-                records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.poll_max_records)
+                try:
+                    records = self.consumer.poll(timeout_ms=k.poll_timeout_ms, max_records=k.poll_max_records)
+                except KafkaError as error:
+                    # kafka-python 3 can raise a connection error out of poll() while the broker is away (a
+                    # metadata refresh inside the coordinator's poll): wait and poll again, as for any outage.
+                    if not getattr(error, "retriable", False):
+                        raise
+                    self._poll_failed(error)
+                    continue
                 if self._pending_assign and self._clock() >= self._next_restore:
                     self._restore_pending()
                 if records:
@@ -218,6 +232,14 @@ class Daemon:
             self._shutdown()
 
     # -- health ------------------------------------------------------------------------------------------------
+    def _poll_failed(self, error: Exception) -> None:
+        self.metrics.broker_up.set(0)
+        now = self._clock()
+        if now >= self._next_poll_warning:
+            log.warning("poll failed; retrying", extra={"fields": {"error": repr(error)}})
+            self._next_poll_warning = now + _PROBE_EVERY_S
+        self._stop.wait(max(self.settings.kafka.poll_timeout_ms, 100) / 1000.0)
+
     def _probe_broker(self) -> None:
         """A real round trip (end offsets of the assigned partitions) so /readyz and streamrnn_broker_up notice a
         broker that is gone even when no data flows. With nothing assigned, joining the group was the proof."""
