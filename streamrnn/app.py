@@ -56,6 +56,7 @@ _RESTORE_RETRY_S = 2.0
 _PROBE_EVERY_S = 10.0
 _PROBE_TIMEOUT_MS = 3000
 _BROKER_STALE_S = 30.0
+_POLL_WARNING_EVERY_S = 10.0  # a failing poll() is logged at most this often (it is retried much more often)
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Daemon:
         now = self._clock()
         if now >= self._next_poll_warning:
             log.warning("poll failed; retrying", extra={"fields": {"error": repr(error)}})
-            self._next_poll_warning = now + _PROBE_EVERY_S
+            self._next_poll_warning = now + _POLL_WARNING_EVERY_S
         self._stop.wait(max(self.settings.kafka.poll_timeout_ms, 100) / 1000.0)
 
     def _probe_broker(self) -> None:

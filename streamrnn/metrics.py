@@ -94,7 +94,8 @@ class DaemonMetrics:
         self.retrain_requests = Counter("streamrnn_retrain_requests", "Retrain runs asked of the trainer, by trigger",
                                         ["trigger"], registry=r)
         self.live_mae = Gauge("streamrnn_live_residual_mae", "Mean absolute normalized residual of the network's "
-                              "own forecast (before the forecast combiner) over the last drift block of scored values", registry=r)
+                              "own forecast (before the forecast combiner) over the last drift block of scored values",
+                              registry=r)
         self.on_probation = Gauge("streamrnn_model_probation", "1 while a newly swapped model is judged on live "
                                   "values", registry=r)
         self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe (end offsets) answered", registry=r)

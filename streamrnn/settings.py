@@ -136,13 +136,14 @@ class ScoringSettings(_Section):
 
     @model_validator(mode="after")
     def _one_bin_count_per_period(self) -> "ScoringSettings":
-        if len(self.seasonal_periods_s) != len(self.seasonal_bins):
-            raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
         _check_periods(self.seasonal_periods_s, self.seasonal_bins)
         return self
 
 
 def _check_periods(periods: list[float], bins: list[int]) -> None:
+    """The seasonal settings shared by [scoring] and [forecast]: one bin count per period, each period >= 1 s."""
+    if len(periods) != len(bins):
+        raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
     # The index of the period a reference was seen in is kept in 32 bits: epoch seconds / 1 s fit until 2038.
     if any(not p >= 1 for p in periods) or any(b < 1 for b in bins):
         raise ValueError("seasonal periods must be at least 1 s and bins at least 1")
@@ -185,8 +186,6 @@ class ForecastSettings(_Section):
 
     @model_validator(mode="after")
     def _periods(self) -> "ForecastSettings":
-        if len(self.seasonal_periods_s) != len(self.seasonal_bins):
-            raise ValueError("seasonal_periods_s and seasonal_bins must have the same length")
         _check_periods(self.seasonal_periods_s, self.seasonal_bins)
         return self
 
