@@ -374,8 +374,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     if directory is None:
         print("streamrnn: models: give --registry or set registry.directory", file=sys.stderr)
         return EXIT_USAGE
-    from streamrnn.model.registry import ModelRegistry, RegistryError
+    from streamrnn.model.registry import ModelRegistry, RegistryError, check_version
 
+    version_arg = getattr(args, "version", "champion")
+    try:  # a version is a name inside the registry, never a path: anything else is a usage error
+        if version_arg != "champion" or args.models_command == "promote":
+            check_version(version_arg)
+    except RegistryError as error:
+        print(f"streamrnn: models {args.models_command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     registry = ModelRegistry(directory)
     try:
         if args.models_command == "list":

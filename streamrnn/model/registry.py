@@ -15,6 +15,11 @@ rename). ``champion.json`` is replaced by write-temp, fsync, rename, fsync-direc
 the new pointer, never half of one; a crash between the artifact and the pointer leaves an unreferenced artifact,
 which never serves. The lock only orders writers (trainer, daemon rollback, CLI); readers never wait for it.
 
+Containment: a version is a plain artifact name (``v<sequence>-<UTC time>``, :mod:`streamrnn.model.artifact`), never a
+path. Every name read from ``champion.json`` or given by a caller is checked, and its directory must resolve inside the
+registry, so a pointer edited to ``../elsewhere`` (or a version directory symlinked out) is a :class:`RegistryError`,
+never a served model.
+
 >>> import tempfile
 >>> from streamrnn.model.network import ForecastNet, NetworkConfig
 >>> reg = ModelRegistry(tempfile.mkdtemp())
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from streamrnn.model.artifact import (
+    _VERSION_RE,
     ArtifactError,
     _fsync_path,
     _read_card,
@@ -71,6 +77,33 @@ class Decision:
             raise ValueError(f"outcome: one of {OUTCOMES}, got {self.outcome!r}")
 
 
+def check_version(version: Any, where: str = "version") -> str:
+    """``version`` if it is a plain version name (no path: no separator, no ``..``, not absolute), else
+    :class:`RegistryError` naming ``where`` it came from."""
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise RegistryError(f"{where}: {version!r} is not a model version name "
+                            f"(expected v<sequence>-<UTC time>, e.g. v000001-20240501T120000123456Z)")
+    return version
+
+
+def _checked_state(body: Any, where: Path) -> dict[str, Any]:
+    """The pointer file's content with every version name in it checked (a hand-edited or planted entry must not
+    point the daemons at a directory outside the registry)."""
+    if not isinstance(body, dict):
+        raise RegistryError(f"{where}: not a JSON object")
+    champion, history, rolled_back = body.get("champion"), body.get("history", []), body.get("rolled_back", {})
+    if not isinstance(history, list) or not isinstance(rolled_back, dict):
+        raise RegistryError(f"{where}: 'history' must be a list and 'rolled_back' an object")
+    if champion is not None:
+        check_version(champion, f"{where}: champion")
+    for version in history:
+        check_version(version, f"{where}: history")
+    for version in rolled_back:
+        check_version(version, f"{where}: rolled_back")
+    return {"champion": champion, "history": list(history), "rolled_back": dict(rolled_back),
+            "changes": list(body.get("changes", []))}
+
+
 def _write_json_atomic(path: Path, body: Mapping[str, Any]) -> None:
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
@@ -99,8 +132,7 @@ class ModelRegistry:
             body = {}
         except (OSError, ValueError) as error:
             raise RegistryError(f"{self.directory / CHAMPION}: unreadable ({error})") from error
-        return {"champion": body.get("champion"), "history": list(body.get("history", [])),
-                "rolled_back": dict(body.get("rolled_back", {})), "changes": list(body.get("changes", []))}
+        return _checked_state(body, self.directory / CHAMPION)
 
     def champion(self) -> str | None:
         """The serving version: the pointer's, or for a registry without one (models copied in by hand) the newest
@@ -120,8 +152,15 @@ class ModelRegistry:
                 return path.name
         return None
 
+    def _inside(self, version: str) -> Path:
+        """The directory of a checked version name; it must resolve inside the registry (a symlink out does not)."""
+        path = self.directory / check_version(version)
+        if not path.resolve().is_relative_to(self.directory.resolve()):
+            raise RegistryError(f"{self.directory}: model version {version!r} resolves outside the registry")
+        return path
+
     def path(self, version: str) -> Path:
-        path = self.directory / version
+        path = self._inside(version)
         if not (path / "card.json").is_file():
             raise RegistryError(f"{self.directory}: no model version {version!r}")
         return path
@@ -270,8 +309,10 @@ def resolve_model_path(path: str | os.PathLike) -> Path | None:
     path = Path(path)
     if (path / "card.json").is_file():
         return path
-    champion = ModelRegistry(path).champion()
-    return path / champion if champion else None
+    registry = ModelRegistry(path)
+    champion = registry.champion()
+    return registry._inside(champion) if champion else None
 
 
-__all__ = ["ModelRegistry", "Decision", "RegistryError", "resolve_model_path", "CHAMPION", "OUTCOMES"]
+__all__ = ["ModelRegistry", "Decision", "RegistryError", "check_version", "resolve_model_path", "CHAMPION",
+           "OUTCOMES"]

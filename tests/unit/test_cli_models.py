@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from streamrnn.cli import main
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.model.registry import Decision, ModelRegistry
@@ -41,3 +43,15 @@ def test_models_and_trainer_need_a_registry(capsys, monkeypatch):
     assert "registry" in capsys.readouterr().err
     assert main(["trainer", "--once"]) == 2
     assert "registry.directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["../outside/v000001-20240501T120000123456Z", "/tmp", "v1/../v1"])
+def test_promoting_a_path_instead_of_a_version_name_is_a_usage_error(tmp_path, cli, bad):
+    registry = tmp_path / "registry"
+    v1 = ModelRegistry(registry).publish(ForecastNet(NetworkConfig(hidden_size=4)), {}, Decision("promoted", "first"))
+    result = cli("models", "promote", bad, "--registry", registry)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "not a model version name" in result.stderr
+    assert ModelRegistry(registry).champion() == v1
+    shown = cli("models", "show", bad, "--registry", registry)
+    assert shown.returncode == 2 and "not a model version name" in shown.stderr and "Traceback" not in shown.stderr

@@ -67,7 +67,56 @@ def test_promote_by_hand_and_unknown_version(tmp_path):
     reg.promote(v2, "operator override")
     assert reg.champion() == v2 and reg.state()["history"] == [v1]
     with pytest.raises(RegistryError, match="no model version"):
-        reg.promote("v999999-nope")
+        reg.promote("v999999-20240501T120000123456Z")
+
+
+def _planted(tmp_path) -> tuple[ModelRegistry, str, Path]:
+    """A registry with one champion, and a valid artifact outside it (what an escaping entry would reach)."""
+    reg = ModelRegistry(tmp_path / "registry")
+    v1 = reg.publish(net(), {}, PROMOTE)
+    outside = save_artifact(tmp_path / "outside", net(), {})
+    return reg, v1, outside
+
+
+def _point(reg: ModelRegistry, **fields) -> None:
+    body = json.loads((reg.directory / CHAMPION).read_text())
+    (reg.directory / CHAMPION).write_text(json.dumps({**body, **fields}))
+
+
+@pytest.mark.parametrize("entry", ["../outside/{name}", "{abs}", "{name}/..", "..", "", 7])
+def test_a_champion_entry_that_is_not_a_plain_version_name_is_an_error_not_a_served_model(tmp_path, entry):
+    reg, _v1, outside = _planted(tmp_path)
+    if isinstance(entry, str):
+        entry = entry.format(name=outside.name, abs=outside)
+    _point(reg, champion=entry)
+    with pytest.raises(RegistryError, match="champion.*not a model version name"):
+        reg.champion()
+    with pytest.raises(RegistryError, match="not a model version name"):
+        resolve_model_path(reg.directory)  # model.path = the registry: the daemon's startup model
+    with pytest.raises(RegistryError):
+        reg.versions()
+
+
+def test_history_entries_and_promoted_names_must_be_plain_version_names(tmp_path):
+    reg, v1, outside = _planted(tmp_path)
+    for bad in (f"../outside/{outside.name}", str(outside), f"{v1}/../{v1}"):
+        with pytest.raises(RegistryError, match="not a model version name"):
+            reg.promote(bad)
+        with pytest.raises(RegistryError, match="not a model version name"):
+            reg.load(bad)
+    assert reg.champion() == v1
+    _point(reg, history=[f"../outside/{outside.name}"])
+    with pytest.raises(RegistryError, match="history.*not a model version name"):
+        reg.rollback("live error grew")  # would have made the outside artifact the champion
+
+
+def test_a_version_directory_symlinked_out_of_the_registry_does_not_load(tmp_path):
+    reg, _v1, outside = _planted(tmp_path)
+    (reg.directory / "v000009-20240501T120000123456Z").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError, match="resolves outside the registry"):
+        reg.load("v000009-20240501T120000123456Z")
+    with pytest.raises(RegistryError, match="resolves outside the registry"):
+        reg.promote("v000009-20240501T120000123456Z")
 
 
 def test_registry_without_pointer_serves_newest_not_rejected_artifact(tmp_path):

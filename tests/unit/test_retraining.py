@@ -3,6 +3,8 @@ and rollback, and scores that stay continuous across a swap."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import numpy as np
@@ -11,8 +13,9 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from streamrnn.metrics import DaemonMetrics, TrainerMetrics
+from streamrnn.model.artifact import save_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.model.registry import Decision, ModelRegistry
+from streamrnn.model.registry import CHAMPION, Decision, ModelRegistry
 from streamrnn.pipeline import Pipeline, PipelineConfig
 from streamrnn.records import ObservationBatch
 from streamrnn.serving import ModelLifecycle
@@ -265,3 +268,29 @@ def test_trainer_publishes_rejected_challenger_when_champion_is_better(tmp_path)
     assert registry.champion() == v_good
     assert metrics.retrain_runs.labels("rejected")._value.get() == 1
     assert metrics.validation_mae.labels("champion")._value.get() > 0
+
+
+def test_a_champion_pointer_out_of_the_registry_is_logged_and_the_current_model_kept(tmp_path):
+    settings = _settings(tmp_path, retrain={"drift": False})
+    registry = ModelRegistry(settings.registry.directory)
+    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    lifecycle = ModelLifecycle(registry, settings, None, clock=_Clock())
+    v1 = registry.publish(_persistence(settings), {}, Decision("promoted", "first"))
+    lifecycle.poll(pipeline, 0)
+    assert pipeline.model_version == v1
+    # A loadable model outside the registry, and a pointer edited to reach it.
+    outside = save_artifact(tmp_path / "outside", _persistence(settings), {})
+    pointer = registry.directory / CHAMPION
+    pointer.write_text(json.dumps({**json.loads(pointer.read_text()), "champion": f"../outside/{outside.name}"}))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("streamrnn.serving")
+    logger.addHandler(handler)
+    try:
+        lifecycle.poll(pipeline, 0)
+    finally:
+        logger.removeHandler(handler)
+    assert pipeline.model_version == v1 and lifecycle.swaps == 1
+    assert [r.getMessage() for r in records] == ["model registry unreadable"]
+    assert "not a model version name" in records[0].fields["error"]
