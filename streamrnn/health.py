@@ -17,9 +17,13 @@ Readiness = Callable[[], tuple[bool, str]]
 
 
 class HealthServer:
-    """``HealthServer(registry, ready, host, port).start()``; ``port`` 0 picks a free one (see :attr:`port`)."""
+    """``HealthServer(registry, ready, host, port).start()``; ``port`` 0 picks a free one (see :attr:`port`).
 
-    def __init__(self, registry: CollectorRegistry, ready: Readiness, host: str = "0.0.0.0", port: int = 9400) -> None:
+    ``host`` defaults to the loopback address: the endpoints are unauthenticated, so reaching them from other
+    machines is a choice (``0.0.0.0`` in containers and Kubernetes, where probes and Prometheus come from outside)."""
+
+    def __init__(self, registry: CollectorRegistry, ready: Readiness, host: str = "127.0.0.1",
+                 port: int = 9400) -> None:
         self._registry = registry
         self._ready = ready
         self._host = host

@@ -434,7 +434,9 @@ class CheckpointSettings(_Section):
 
 class DaemonSettings(_Section):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: finish, flush, snapshot, commit within this")
-    http_host: str = Field("0.0.0.0", description="address of the /metrics, /healthz, /readyz server")
+    http_host: str = Field(
+        "127.0.0.1", description="address of the /metrics, /healthz, /readyz server (containers, Kubernetes: 0.0.0.0)"
+    )
     http_port: int = Field(9400, ge=0, le=65535, description="0: any free port (logged)")
     evict_every_s: float = Field(60.0, gt=0, description="look for idle streams this often (wall clock)")
     torch_threads: int = Field(1, ge=1, description="threads for the model step (1 leaves a core for Kafka I/O)")

@@ -55,6 +55,33 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
         assert hardening in unit
 
 
+def test_endpoints_bind_loopback_by_default_and_containers_expose_them():
+    """/metrics, /healthz and /readyz answer anyone who reaches them: by default only this machine does. A container
+    must bind every address, or published ports, probes and Prometheus cannot reach it."""
+    import inspect
+    import tomllib
+
+    import yaml
+    from prometheus_client import CollectorRegistry
+
+    from streamrnn.health import HealthServer
+    from streamrnn.settings import load_settings
+
+    assert load_settings(None, environ={}).daemon.http_host == "127.0.0.1"
+    assert tomllib.loads((ROOT / "configs" / "default.toml").read_text())["daemon"]["http_host"] == "127.0.0.1"
+    assert inspect.signature(HealthServer).parameters["host"].default == "127.0.0.1"
+    server = HealthServer(CollectorRegistry(), lambda: (True, "ok"), port=0).start()
+    try:
+        assert server._server is not None and server._server.server_address[0] == "127.0.0.1"
+    finally:
+        server.stop()
+    assert "STREAMRNN_DAEMON__HTTP_HOST=0.0.0.0" in (DEPLOY / "Dockerfile").read_text()
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    serving = [s for s in services.values() if s.get("image", "").startswith("streamrnn") and s.get("ports")]
+    assert len(serving) == 2  # the daemon and the trainer
+    assert all(s["environment"]["STREAMRNN_DAEMON__HTTP_HOST"] == "0.0.0.0" for s in serving)
+
+
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
     from streamrnn.reference import example_registry
@@ -140,6 +167,8 @@ def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config
             command = container["args"][0]
             http_port = settings.retrain.http_port if command == "trainer" else settings.daemon.http_port
             assert ports.get("http") == http_port
+            # The trainer's endpoints bind daemon.http_host too; the default (127.0.0.1) is unreachable for probes.
+            assert settings.daemon.http_host == "0.0.0.0", command
             for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                 assert container[probe]["httpGet"] == {"path": path, "port": "http"}
             assert "requests" in container["resources"]
