@@ -1,6 +1,9 @@
 """The ``streamrnn`` command line: argument parsing → settings → the library. No detection logic lives here.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad settings or bad input files.
+Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad settings or bad input files. A user error is raised as
+:class:`~streamrnn.settings.ConfigError` (arguments, settings) or :class:`~streamrnn.connectors.files.InputError`
+(input files, the configured model, evaluation inputs) and printed as one line, without a traceback; library
+errors that are the user's doing (a value the simulator refuses, too little training data) are mapped to those here.
 """
 
 from __future__ import annotations
@@ -167,6 +170,28 @@ def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None)
     return settings
 
 
+def _output_directory(path: Path, command: str) -> Path:
+    """``-o PATH``, created if missing; checked before any work, so that a path naming a file costs no training."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{command}: -o {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{command}: -o {path}: cannot create the directory ({error.strerror or error})") from None
+    return path
+
+
+def _simulation(command: str, **config: Any):
+    """Generated streams; a value the simulator refuses (``--streams 0``, ``--length 1``) is a usage error."""
+    from streamrnn.simulate import SimulationConfig, generate
+
+    try:
+        sim_config = SimulationConfig(**config)
+    except ValueError as error:
+        raise ConfigError(f"{command}: {error}") from None
+    return generate(sim_config)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     sys.stdout.write(settings_as_toml(settings))
@@ -226,6 +251,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streamrnn.coldstart import ColdStart, network_config, train_config_from_settings
     from streamrnn.replay import replay
 
+    _output_directory(args.output, "replay")
     torch.set_num_threads(1)
     torch.manual_seed(settings.training.seed)
     pipeline = _build_pipeline(settings)
@@ -264,18 +290,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from streamrnn.coldstart import network_config, train_config_from_settings
+    from streamrnn.connectors.files import InputError
     from streamrnn.model.artifact import save_artifact
     from streamrnn.pipeline import PipelineConfig
     from streamrnn.training.data import series_inputs
-    from streamrnn.training.trainer import train
+    from streamrnn.training.trainer import NotEnoughData, train
 
     torch.set_num_threads(settings.training.threads)
     config = PipelineConfig.from_settings(settings)
+    _output_directory(args.output, "train")
     if args.synthetic:
-        from streamrnn.simulate import SimulationConfig, generate
-
-        sim = generate(SimulationConfig(n_streams=args.synthetic, length=args.length, seed=settings.training.seed,
-                                        anomaly_free_fraction=1.0))
+        sim = _simulation("train", n_streams=args.synthetic, length=args.length, seed=settings.training.seed,
+                          anomaly_free_fraction=1.0)
         raw = [(s.ts, s.values.reshape(-1, 1)) for s in sim.streams.values()]
         source = f"synthetic:{args.synthetic}x{args.length}:seed={settings.training.seed}"
     elif args.input is not None:
@@ -293,8 +319,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train: give an INPUT path or --synthetic N")
     inputs = series_inputs(raw, config.features, settings.normalizer.half_life, settings.normalizer.warmup)
     net_config = network_config(settings, config.features)
-    result = train(inputs, net_config, train_config_from_settings(settings),
-                   log=lambda epoch: log.info("epoch", extra={"fields": epoch}))
+    try:
+        result = train(inputs, net_config, train_config_from_settings(settings),
+                       log=lambda epoch: log.info("epoch", extra={"fields": epoch}))
+    except NotEnoughData as error:
+        raise InputError(f"train: {source}: {error}") from None
     starts = [float(ts[0]) for ts, _ in raw if len(ts)]
     ends = [float(ts[-1]) for ts, _ in raw if len(ts)]
     card = result.card(
@@ -316,8 +345,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streamrnn.simulate import SimulationConfig, generate, iter_observations, write_long_csv, write_nab_csvs, \
-        write_truth
+    from streamrnn.simulate import iter_observations, write_long_csv, write_nab_csvs, write_truth
 
     kafka_only = {"--topic": args.topic is not None, "--rate": args.rate != 0.0,
                   "--realtime-start": args.realtime_start, "--bad-every": args.bad_every != 0,
@@ -327,9 +355,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.rate < 0 or args.bad_every < 0 or args.bootstrap_timeout <= 0:
         raise ConfigError("simulate: --rate and --bad-every must be >= 0, --bootstrap-timeout > 0")
     settings = _settings(args) if args.kafka else None
-    sim = generate(SimulationConfig(n_streams=args.streams, length=args.length, interval_s=args.interval,
-                                    seed=args.seed))
-    args.output.mkdir(parents=True, exist_ok=True)
+    sim = _simulation("simulate", n_streams=args.streams, length=args.length, interval_s=args.interval,
+                      seed=args.seed)
+    _output_directory(args.output, "simulate")
     if settings is not None:
         from streamrnn.connectors.kafka_producer_sim import ProduceError, produce_simulation
 
@@ -374,16 +402,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     if directory is None:
         print("streamrnn: models: give --registry or set registry.directory", file=sys.stderr)
         return EXIT_USAGE
-    from streamrnn.model.registry import ModelRegistry, RegistryError, check_version
+    from streamrnn.model.registry import ModelRegistry, RegistryError
 
-    version_arg = getattr(args, "version", "champion")
-    try:  # a version is a name inside the registry, never a path: anything else is a usage error
-        if version_arg != "champion" or args.models_command == "promote":
-            check_version(version_arg)
+    if directory.exists() and not directory.is_dir():
+        print(f"streamrnn: models: {directory}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    registry = ModelRegistry(directory)
+    try:  # a version argument names a stored version inside the registry, never a path: else a usage error
+        if args.models_command == "promote" or (args.models_command == "show" and args.version != "champion"):
+            registry.path(args.version)
     except RegistryError as error:
         print(f"streamrnn: models {args.models_command}: {error}", file=sys.stderr)
         return EXIT_USAGE
-    registry = ModelRegistry(directory)
     try:
         if args.models_command == "list":
             entries = registry.versions()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamrnn.connectors.files import InputError
 from streamrnn.features import FeatureBuilder
 from streamrnn.model.artifact import ArtifactError, latest_artifact, load_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 PRETRAINED_DIR = Path(__file__).parent / "model" / "pretrained"
 
 
-class ModelLoadError(Exception):
-    pass
+class ModelLoadError(InputError):
+    """The configured model (``model.path``) is missing, damaged or does not fit the configured inputs."""
 
 
 def network_config(settings: Any, features: FeatureBuilder) -> NetworkConfig:

@@ -43,6 +43,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from streamrnn.connectors.files import InputError
+
 PROBATION_FRACTION = 0.15
 # S(-1): the value of a detection at a window's first row before NAB rescales it to tp.
 MAX_TP = math.tanh(2.5)
@@ -50,8 +52,9 @@ _EMPTY_WINDOWS = np.zeros((0, 2), dtype=np.float64)
 _TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d\d(?::?\d\d)?)$")
 
 
-class EvaluationError(ValueError):
-    """Bad or inconsistent evaluation input; the message names the file (and line) at fault."""
+class EvaluationError(InputError):
+    """Bad or inconsistent evaluation input; the message names the file (and line) at fault (an
+    :class:`~streamrnn.connectors.files.InputError`, so the CLI reports it as one line, exit code 2)."""
 
 
 @dataclass(frozen=True)

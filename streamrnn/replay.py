@@ -17,6 +17,7 @@ import numpy as np
 
 from streamrnn.coldstart import ColdStart
 from streamrnn.connectors.files import (
+    InputError,
     SeriesFile,
     find_csv_files,
     read_series_file,
@@ -103,7 +104,7 @@ def replay(
     ts = np.concatenate([f.ts for f in files]) if files else np.zeros(0)
     n_values = {f.values.shape[1] for f in files}
     if len(n_values) > 1:
-        raise ValueError(f"input files disagree on the number of values per row: {sorted(n_values)}")
+        raise InputError(f"input files disagree on the number of values per row: {sorted(n_values)}")
     values = np.concatenate([f.values for f in files]) if files else np.zeros((0, 1))
     order = np.argsort(ts, kind="stable")  # one feed in time order; file order breaks ties
 

@@ -151,6 +151,8 @@ class SimulationConfig:
             raise ValueError(f"length must be an integer >= 2, got {self.length!r}")
         if not (math.isfinite(self.interval_s) and self.interval_s > 0):
             raise ValueError(f"interval_s must be positive, got {self.interval_s!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not math.isfinite(self.start):
             raise ValueError(f"start must be finite, got {self.start!r}")
         for name in ("level_range", "daily_amplitude_range", "weekly_amplitude_range", "trend_range",

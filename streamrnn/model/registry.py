@@ -154,7 +154,7 @@ class ModelRegistry:
 
     def _inside(self, version: str) -> Path:
         """The directory of a checked version name; it must resolve inside the registry (a symlink out does not)."""
-        path = self.directory / check_version(version)
+        path = self.directory / check_version(version, str(self.directory))
         if not path.resolve().is_relative_to(self.directory.resolve()):
             raise RegistryError(f"{self.directory}: model version {version!r} resolves outside the registry")
         return path

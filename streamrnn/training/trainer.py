@@ -30,6 +30,10 @@ from streamrnn.model.network import ForecastNet, NetworkConfig, resolve_device
 from streamrnn.training.windows import WindowSet, split_windows
 
 
+class NotEnoughData(ValueError):
+    """The series are too short for one training and one validation window (the caller's data, not a bug)."""
+
+
 @dataclass
 class TrainConfig:
     """Training hyper-parameters. ``max_windows`` caps the training (and validation) windows by a seeded random
@@ -196,7 +200,7 @@ def train(series: Sequence[np.ndarray], net_config: NetworkConfig, train_config:
         raise ValueError(f"series: {tr.X.shape[2]} features, net_config.n_features={net_config.n_features}")
     need = math.ceil((cfg.window + cfg.horizon) / cfg.val_fraction)
     if tr.n == 0 or va.n == 0:
-        raise ValueError(f"series: no {'training' if tr.n == 0 else 'validation'} windows with a usable target; "
+        raise NotEnoughData(f"series: no {'training' if tr.n == 0 else 'validation'} windows with a usable target; "
                          f"a series needs about {need}+ values for window={cfg.window}, horizon={cfg.horizon}, "
                          f"val_fraction={cfg.val_fraction}")
 
