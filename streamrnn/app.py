@@ -42,7 +42,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streamrnn.connectors.codec import RecordDecoder, dead_letter_headers, encode_event, encode_scores
+from streamrnn.connectors.codec import (
+    RecordDecoder,
+    dead_letter_headers,
+    encode_event,
+    encode_scores,
+    fit_dead_letter,
+)
+from streamrnn.logs import capture_stray_errors
 from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
 from streamrnn.pipeline import Pipeline
 from streamrnn.records import Event, Rejected, StepResult
@@ -57,6 +64,8 @@ _PROBE_EVERY_S = 10.0
 _PROBE_TIMEOUT_MS = 3000
 _BROKER_STALE_S = 30.0
 _POLL_WARNING_EVERY_S = 10.0  # a failing poll() is logged at most this often (it is retried much more often)
+_REFUSED_LOG_EVERY_S = 10.0  # outputs the broker refused for good, and streams evicted for the bound: logged this often
+_FLUSH_STALL_S = 5.0  # a producer flush blocked this long means the broker is not answering (streamrnn_broker_up 0)
 
 
 @dataclass
@@ -121,7 +130,11 @@ class Daemon:
         self._joined = False
         # Since when a rebalance (or the first join) has been waiting for its assignment; None while assigned.
         self._awaiting_assignment_since: float | None = None
-        self._max_event_ts = float("-inf")
+        self._evict_mark = 0  # the pipeline step of the last idle scan: streams seen after it are the active ones
+        self._rewinds = 0
+        self._flushing_since: float | None = None
+        self._final_snapshot_ok = True
+        self._next_log: dict[str, float] = {}
         now = clock()
         self._next_commit = now
         self._next_snapshot = now + settings.checkpoint.interval_s
@@ -135,6 +148,8 @@ class Daemon:
         if settings.daemon.top_k_streams:
             metrics.registry.register(TopEventsCollector(self.pipeline.top_open_events, settings.daemon.top_k_streams))
         self._broker_ok_at = now
+        self._broker_probe_ok = False  # until the group is joined or a probe answers
+        metrics.track_gauge(metrics.broker_up, lambda: 1.0 if self.broker_reachable() else 0.0)
         self._next_probe = now
         self._next_poll_warning = now
 
@@ -152,7 +167,24 @@ class Daemon:
             return False, "the last offset commit failed (broker unreachable?)"
         if self._clock() - self._broker_ok_at > _BROKER_STALE_S:
             return False, f"no answer from the broker for {self._clock() - self._broker_ok_at:.0f} s"
+        if not self.broker_reachable():
+            return False, "the broker is not answering (a flush or probe is failing)"
         return True, f"ready: {len(self._next_offset)} partitions, model {self.pipeline.model_version}"
+
+    def broker_reachable(self) -> bool:
+        """What ``streamrnn_broker_up`` reports (read at scrape time, from any thread): the last probe or poll
+        answered, and no producer flush has been blocked for longer than a few seconds (a flush holds the loop, so
+        neither probe nor poll would notice an outage until it gives up)."""
+        flushing = self._flushing_since
+        if flushing is not None and self._clock() - flushing > _FLUSH_STALL_S:
+            return False
+        return self._broker_probe_ok
+
+    @property
+    def final_snapshot_saved(self) -> bool:
+        """False when the shutdown could not snapshot every owned partition (the next start replays from the last
+        snapshot that was saved: nothing is lost, but the exit is not clean)."""
+        return self._final_snapshot_ok
 
     def run(self) -> None:
         """Consume until :meth:`request_stop`, then shut down gracefully (flush, snapshot, commit, close)."""
@@ -209,6 +241,7 @@ class Daemon:
                 if self._pending_assign and self._clock() >= self._next_restore:
                     self._restore_pending()
                 if records:
+                    self._broker_probe_ok = True
                     self.process(records)
                 now = self._clock()
                 self._collect_acks()
@@ -234,7 +267,7 @@ class Daemon:
 
     # -- health ------------------------------------------------------------------------------------------------
     def _poll_failed(self, error: Exception) -> None:
-        self.metrics.broker_up.set(0)
+        self._broker_probe_ok = False
         now = self._clock()
         if now >= self._next_poll_warning:
             log.warning("poll failed; retrying", extra={"fields": {"error": repr(error)}})
@@ -248,16 +281,16 @@ class Daemon:
         if not partitions:
             if self._joined:
                 self._broker_ok_at = self._clock()
-                self.metrics.broker_up.set(1)
+                self._broker_probe_ok = True
             return
         try:
             self.consumer.end_offsets(partitions, timeout_ms=_PROBE_TIMEOUT_MS)
         except Exception as error:
-            self.metrics.broker_up.set(0)
+            self._broker_probe_ok = False
             log.warning("broker probe failed", extra={"fields": {"error": repr(error)}})
             return
         self._broker_ok_at = self._clock()
-        self.metrics.broker_up.set(1)
+        self._broker_probe_ok = True
 
     def _lag_positions(self) -> list[tuple[str, int, int | None, int]]:
         """For the lag collector (scrape thread): cached high watermarks only, no broker call."""
@@ -286,7 +319,7 @@ class Daemon:
             first_ts = batch_records[0].timestamp
             if first_ts is not None and first_ts >= 0 and (oldest_ms is None or first_ts < oldest_ms):
                 oldest_ms = first_ts
-        batch, rejected = self.decoder.decode(flat)
+        batch, rejected = self.decoder.decode(flat, now=self._wall())
         for item in rejected:
             self.metrics.decode_errors.labels(item.reason).inc()
         result = self.pipeline.step(batch)
@@ -300,7 +333,6 @@ class Daemon:
             for i, tp in enumerate(tps):
                 tp_objects[i] = tp
             self._owner.update(zip(batch.stream.tolist(), tp_objects[tp_of_record[batch.source]].tolist()))
-            self._max_event_ts = max(self._max_event_ts, float(batch.ts.max()))
 
         futures: list[Any] = []
         self._publish_events(result.events, futures)
@@ -308,6 +340,7 @@ class Daemon:
         self._dead_letter(flat, rejected + result.rejected, futures)
         self._in_flight.append(_InFlight(offsets, futures))
         self._next_offset.update(offsets)
+        self._bound_streams()
 
         m = self.metrics
         n_scored = len(result.scores)
@@ -350,12 +383,18 @@ class Daemon:
         self.metrics.scores_published.inc(len(encoded))
 
     def _dead_letter(self, flat: list[Any], rejected: list[Rejected], futures: list[Any]) -> None:
+        max_bytes = self.settings.kafka.dead_letter_max_bytes
         for item in rejected:
             record = flat[int(item.source)]
             headers = dead_letter_headers(item.reason, item.detail, record.topic, record.partition, record.offset,
                                           record.timestamp)
-            futures.append(self.producer.send(self._dead_letter_topic, key=record.key, value=record.value,
-                                              headers=headers))
+            key, value, fitted = fit_dead_letter(_as_bytes(record.key), _as_bytes(record.value), headers, max_bytes)
+            if len(fitted) > len(headers):
+                self.metrics.dead_letters_truncated.inc()
+            try:
+                futures.append(self.producer.send(self._dead_letter_topic, key=key, value=value, headers=fitted))
+            except Exception as error:  # refused before sending (too large for the producer, a closed producer...)
+                self._refused("dead_letter", error)
             self.metrics.values_dropped.labels(item.reason).inc()
         self.metrics.dead_lettered.inc(len(rejected))
         self.stats.dead_lettered += len(rejected)
@@ -367,19 +406,44 @@ class Daemon:
             head = self._in_flight[0]
             futures = head.futures
             while head.cursor < len(futures) and futures[head.cursor].is_done:
-                if futures[head.cursor].failed():
-                    self._delivery_failed(futures[head.cursor].exception)
-                    return
+                future = futures[head.cursor]
+                if future.failed():
+                    if getattr(future.exception, "retriable", True):
+                        self._delivery_failed(future.exception)
+                        return
+                    # The broker refused this record for good (too large, not authorized...): replaying the input
+                    # would produce it again and be refused again, forever. Count it and go on.
+                    self._refused(self._output_of(future), future.exception)
                 head.cursor += 1
             if head.cursor < len(futures):
                 return
             self._acked.update(head.offsets)
             self._in_flight.popleft()
 
+    def _output_of(self, future: Any) -> str:
+        topic = getattr(getattr(getattr(future, "_produce_future", None), "topic_partition", None), "topic", None)
+        return {self._events_topic: "events", self._scores_topic: "scores",
+                self._dead_letter_topic: "dead_letter"}.get(topic, "other")
+
+    def _refused(self, output: str, error: Any) -> None:
+        self.metrics.output_refused.labels(output).inc()
+        if self._due("refused"):
+            log.error("the broker refused an output record for good; it is skipped (not retried)",
+                      extra={"fields": {"output": output, "error": repr(error)}})
+
+    def _due(self, what: str) -> bool:
+        """Rate limit of repeated log lines: True at most once per _REFUSED_LOG_EVERY_S for ``what``."""
+        now = self._clock()
+        if now < self._next_log.get(what, float("-inf")):
+            return False
+        self._next_log[what] = now + _REFUSED_LOG_EVERY_S
+        return True
+
     def _delivery_failed(self, error: Any) -> None:
         log.error("the broker did not acknowledge an output record; rewinding every partition to its snapshot",
                   extra={"fields": {"error": repr(error)}})
         self.metrics.delivery_failures.inc()
+        self._rewinds += 1
         partitions = set(self._next_offset)
         self._in_flight.clear()
         self._release(partitions, save=False, why="rewound")
@@ -414,11 +478,15 @@ class Daemon:
 
     def _flush(self, timeout_s: float) -> bool:
         """Wait until every produced record is acknowledged; False when that did not happen in time."""
+        self._flushing_since = self._clock()
         try:
             self.producer.flush(timeout=timeout_s)
         except Exception as error:  # KafkaTimeoutError: the broker is not answering
             log.warning("producer flush did not complete", extra={"fields": {"error": repr(error)}})
+            self._broker_probe_ok = False
             return False
+        finally:
+            self._flushing_since = None
         self._collect_acks()
         return not self._in_flight
 
@@ -434,9 +502,16 @@ class Daemon:
         if not partitions:
             return {}
         started = self._clock()
+        rewinds = self._rewinds
         if not self._flush(self.settings.daemon.shutdown_timeout_s / 2):
             self.metrics.snapshot_failures.inc()
             log.warning("snapshot skipped: outputs not acknowledged", extra={"fields": {"partitions": len(partitions)}})
+            return {}
+        if self._rewinds != rewinds:
+            # A delivery failed during the flush: every partition went back to its snapshot and is queued for
+            # restoring; the state captured now would not match its offsets.
+            self.metrics.snapshot_failures.inc()
+            log.warning("snapshot skipped: the partitions were rewound", extra={"fields": {"partitions": len(partitions)}})
             return {}
         by_tp = self._streams_by_partition()
         wall = self._wall()
@@ -493,6 +568,7 @@ class Daemon:
     def _on_assigned(self, assigned: set[Any]) -> None:
         """The group gave us partitions (a rebalance callback): queue the new ones for restoring."""
         self._joined = True
+        self._broker_probe_ok = True  # the join was an answer
         self._awaiting_assignment_since = None
         fresh = self._queue_restore(assigned)
         if fresh:
@@ -595,23 +671,49 @@ class Daemon:
 
     # -- housekeeping ------------------------------------------------------------------------------------------
     def _evict(self) -> None:
-        if self._max_event_ts == float("-inf"):
+        """Forget streams idle for ``state.idle_ttl_s``, judged by the event time of their own partition's active
+        streams (:meth:`Pipeline.idle_among`): one partition's clock, let alone one stream's, never judges another."""
+        since, self._evict_mark = self._evict_mark, self.pipeline.steps
+        idle: list[str] = []
+        for streams in self._streams_by_partition().values():
+            idle.extend(self.pipeline.idle_among(streams, since))
+        if idle:
+            evicted = self._forget(idle, "idle")
+            log.info("idle streams evicted", extra={"fields": {"streams": evicted}})
+
+    def _bound_streams(self) -> None:
+        """Keep at most ``state.max_streams`` streams: a producer that sends a new id with every record must not
+        exhaust the memory; the least recently seen go first."""
+        bound = self.settings.state.max_streams
+        excess = self.pipeline.n_streams - bound
+        if bound <= 0 or excess <= 0:
             return
-        evicted, events = self.pipeline.evict_idle(self._max_event_ts)
+        evicted = self._forget(self.pipeline.least_recently_seen(excess), "max_streams")
+        if self._due("max_streams"):
+            log.warning("more streams than state.max_streams; the least recently seen were evicted",
+                        extra={"fields": {"max_streams": bound, "evicted": evicted}})
+
+    def _forget(self, streams: list[str], reason: str) -> int:
+        """Evict streams for good: close their open events (published) and drop their state."""
+        evicted, events = self.pipeline.evict(streams)
         for stream in evicted:
             self._owner.pop(stream, None)
-        if evicted:
+        if events:
             futures: list[Any] = []
             self._publish_events(events, futures)
             self._in_flight.append(_InFlight({}, futures))
-            self.metrics.evicted_streams.inc(len(evicted))
-            log.info("idle streams evicted", extra={"fields": {"streams": len(evicted), "events": len(events)}})
+        self.metrics.evicted_streams.labels(reason).inc(len(evicted))
+        return len(evicted)
 
     def _shutdown(self) -> None:
         """Stop (the loop has already finished its batch), flush, snapshot, commit, close."""
         log.info("shutting down", extra={"fields": {"partitions": len(self._next_offset)}})
         owned = sorted(self._next_offset)
         offsets = self._save(owned)
+        if owned and not offsets:
+            self._final_snapshot_ok = False
+            log.error("final snapshot not saved; the next start resumes from the last saved snapshot",
+                      extra={"fields": {"partitions": len(owned)}})
         if offsets:
             try:
                 self.consumer.commit(_commit_map(offsets), timeout_ms=int(self.settings.daemon.shutdown_timeout_s
@@ -634,6 +736,14 @@ class Daemon:
                                               "snapshots": s.snapshots}})
 
 
+def _as_bytes(raw: Any) -> bytes | None:
+    if raw is None or type(raw) is bytes:
+        return raw
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "replace")
+    return bytes(raw)
+
+
 def _commit_map(offsets: dict[Any, int]) -> dict[Any, Any]:
     from kafka.structs import OffsetAndMetadata
 
@@ -650,7 +760,13 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
     from streamrnn.coldstart import build_pipeline_and_card
-    from streamrnn.connectors.kafka_clients import admin_kwargs, consumer_kwargs, ensure_topics, producer_kwargs
+    from streamrnn.connectors.kafka_clients import (
+        admin_kwargs,
+        consumer_kwargs,
+        ensure_topics,
+        explain_client_errors,
+        producer_kwargs,
+    )
     from streamrnn.state.checkpoint import DirectoryStore, KafkaChangelogStore
 
     torch.set_num_threads(settings.daemon.torch_threads)
@@ -661,15 +777,18 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
     if settings.registry.directory is None:
         log.info("no model registry configured: the model stays as loaded (no retraining, no hot swap)",
                  extra={"fields": {"model": pipeline.model_version}})
+    # Creating a client bootstraps it: a wrong SASL password surfaces here, as a bootstrap timeout; say what to check.
     if k.create_topics:
-        admin = KafkaAdminClient(**admin_kwargs(k))
+        with explain_client_errors(k):
+            admin = KafkaAdminClient(**admin_kwargs(k))
         try:
             ensure_topics(admin, [(name, k.topic_partitions, k.topic_replication, {})
                                   for name in (k.events_topic, k.scores_topic, k.dead_letter_topic)])
         finally:
             admin.close()
-    producer = KafkaProducer(**producer_kwargs(k))
-    consumer = KafkaConsumer(**consumer_kwargs(k))
+    with explain_client_errors(k):
+        producer = KafkaProducer(**producer_kwargs(k))
+        consumer = KafkaConsumer(**consumer_kwargs(k))
     c = settings.checkpoint
     store: CheckpointStore
     if c.store == "kafka":
@@ -699,6 +818,7 @@ def serve(settings: Settings) -> int:
 
     from streamrnn.health import HealthServer
 
+    capture_stray_errors(log)
     registry = CollectorRegistry()
     metrics = DaemonMetrics(registry)
     metrics.up_since.set(time.time())
@@ -737,4 +857,6 @@ def serve(settings: Settings) -> int:
     finally:
         finished.set()
         http.stop()
-    return 0
+    # The state of some partition could not be saved on the way out (a broker outage): nothing is lost, the next
+    # start replays from the last snapshot, but a supervisor should know the stop was not clean.
+    return 0 if daemon.final_snapshot_saved else 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import IO
 
@@ -61,3 +62,22 @@ def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = N
     logger.setLevel(level)
     logger.propagate = False
     return logger
+
+
+def capture_stray_errors(logger: logging.Logger) -> None:
+    """Send errors Python would print as bare tracebacks on stderr (an exception in a ``__del__``, such as
+    kafka-python's producer failing to flush while closing during a broker outage, or in a background thread) to
+    ``logger``, so the log stays one JSON object per line. For the long-running processes (daemon, trainer)."""
+
+    def unraisable(event: "sys.UnraisableHookArgs") -> None:
+        logger.warning("error ignored", extra={"fields": {
+            "where": event.err_msg or repr(event.object), "error": repr(event.exc_value)}})
+
+    def thread_error(args: "threading.ExceptHookArgs") -> None:
+        if args.exc_type is SystemExit:
+            return
+        logger.error("uncaught error in a thread", exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+                     extra={"fields": {"thread": getattr(args.thread, "name", None)}})
+
+    sys.unraisablehook = unraisable
+    threading.excepthook = thread_error

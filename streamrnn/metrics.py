@@ -24,6 +24,8 @@ from streamrnn.records import EVENT_ACTIONS, EVENT_KINDS
 
 RETRAIN_OUTCOMES = ("promoted", "rejected", "skipped", "failed")
 RETRAIN_TRIGGERS = ("drift", "new_values")
+EVICTION_REASONS = ("idle", "max_streams")
+OUTPUTS = ("events", "scores", "dead_letter", "other")
 
 # Hard cap of the opt-in per-stream gauge (daemon.top_k_streams), whatever the config says.
 TOP_K_CAP = 100
@@ -57,7 +59,14 @@ class DaemonMetrics:
                                          "acknowledged (the partitions were rewound to their snapshots)", registry=r)
         self.open_events = Gauge("streamrnn_open_events", "Events currently open", registry=r)
         self.active_streams = Gauge("streamrnn_active_streams", "Streams with state in this instance", registry=r)
-        self.evicted_streams = Counter("streamrnn_evicted_streams", "Streams forgotten after idle_ttl_s", registry=r)
+        self.evicted_streams = Counter("streamrnn_evicted_streams", "Streams forgotten, by reason: idle (silent for "
+                                       "state.idle_ttl_s) or max_streams (the least recently seen, past the bound)",
+                                       ["reason"], registry=r)
+        self.output_refused = Counter("streamrnn_output_records_refused", "Output records the broker refused for good "
+                                      "(not retriable: too large, not authorized...); skipped, not retried, by output",
+                                      ["output"], registry=r)
+        self.dead_letters_truncated = Counter("streamrnn_dead_letters_truncated", "Dead letters cut to "
+                                              "kafka.dead_letter_max_bytes (original size in a header)", registry=r)
         self.assigned_partitions = Gauge("streamrnn_assigned_partitions", "Input partitions owned by this instance",
                                          registry=r)
         self.rebalances = Counter("streamrnn_rebalances", "Partition assignment changes, by kind", ["kind"],
@@ -98,7 +107,8 @@ class DaemonMetrics:
                               registry=r)
         self.on_probation = Gauge("streamrnn_model_probation", "1 while a newly swapped model is judged on live "
                                   "values", registry=r)
-        self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe (end offsets) answered", registry=r)
+        self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe or poll answered and no producer "
+                               "flush is stalled", registry=r)
         self.up_since = Gauge("streamrnn_start_time_seconds", "Unix time the daemon started", registry=r)
         # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
         for trigger in RETRAIN_TRIGGERS:
@@ -108,6 +118,10 @@ class DaemonMetrics:
                 self.events.labels(kind, action)
         for reason in DECODE_REASONS:
             self.decode_errors.labels(reason)
+        for reason in EVICTION_REASONS:
+            self.evicted_streams.labels(reason)
+        for output in OUTPUTS:
+            self.output_refused.labels(output)
 
     def set_model(self, version: str, cell: str, hidden_size: int, card: dict[str, Any] | None = None) -> None:
         self.model_info.info({"version": version, "cell": cell, "hidden_size": str(hidden_size)})

@@ -6,8 +6,8 @@ no clients, threads or files: it takes an :class:`~streamrnn.records.Observation
 
 Per value, in this order (causal: a value is scored before anything learns from it):
 
-1. reject it if its timestamp is not after the stream's last one (duplicate / out of order) or its target is not
-   finite; a gap longer than ``gap_intervals`` usual intervals opens and closes a ``gap`` event, a longer one
+1. reject it if its timestamp is not after the stream's last one (duplicate / out of order), leaps more than
+   ``max_jump_s`` past it (:mod:`streamrnn.state.clock`) or its target is not finite; a gap longer than ``gap_intervals`` usual intervals opens and closes a ``gap`` event, a longer one
    (``reset_gap_intervals``) resets the stream's hidden state (an independent sequence starts);
 2. the residual between the value and the forecast made ``horizon`` steps earlier, in units of the stream's scale,
    is scored by the residual scorer (0 while warming up);
@@ -23,8 +23,8 @@ Per value, in this order (causal: a value is scored before anything learns from 
    channel when a run of repeats is unlikely for the stream and longer than its longest recent one (record gate). The
    out-of-range channel and the 20-value smoothing rank values (the ``score``) but open no event.
 
-Several values of one stream in one batch are applied in timestamp order in successive sub-steps, each of which
-touches every stream at most once.
+Several values of one stream in one batch are applied in arrival order in successive sub-steps, each of which
+touches every stream at most once; so every value is judged against what arrived before it, whatever the batching.
 
 >>> from streamrnn.records import ObservationBatch
 >>> p = Pipeline.build(PipelineConfig())
@@ -51,6 +51,7 @@ from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
 from streamrnn.scoring.evidence import EventEvidence, EvidenceConfig, RecordGate
 from streamrnn.scoring.shift import FlatlineDetector
+from streamrnn.state.clock import CONFIRM_VALUES, ClockGuard
 from streamrnn.state.history import HistoryBuffer
 from streamrnn.state.normalizer import Normalizer
 from streamrnn.state.table import StreamTable
@@ -88,6 +89,7 @@ class PipelineConfig:
     record_half_life: float = 1000.0
     record_margin: float = 1.2
     idle_ttl_s: float = 7 * 86400.0
+    max_jump_s: float = 30 * 86400.0
     history_size: int = 2048
     prime_values: int = 256
     capacity: int = 1024
@@ -156,6 +158,7 @@ class PipelineConfig:
             record_half_life=s.events.record_half_life,
             record_margin=s.events.record_margin,
             idle_ttl_s=s.state.idle_ttl_s,
+            max_jump_s=s.state.max_jump_s,
             history_size=s.state.history_size,
             prime_values=s.registry.prime_values,
             capacity=s.state.initial_capacity,
@@ -177,6 +180,7 @@ class Pipeline:
         self.config = config
         self.model_version = model_version
         self.table = StreamTable(cap)
+        self.clock_guard = ClockGuard(config.max_jump_s, cap)
         self.normalizer = Normalizer(n_values, config.normalizer_half_life, config.normalizer_warmup, cap)
         self.stepper = ModelStepper(net, cap)
         # All scorers report on the same log-scaled tail (Numenta's transform), so `high`/`learn_below` mean the same
@@ -214,8 +218,14 @@ class Pipeline:
         )
         self._targets = np.array(config.targets, dtype=np.int64)
         self._mark = np.full(cap, -1, dtype=np.int64)
+        # The step that last saw each row (process order, not event time): the least recently seen streams are
+        # evicted first when the stream count is bounded, and eviction judges idleness among the recently seen.
+        # Not part of a snapshot: a restored stream counts as seen when restored.
+        self._seen = np.zeros(cap, dtype=np.int64)
+        self.steps = 0
         self._row_stages = [
             ("table", self.table),
+            ("clock_guard", self.clock_guard),
             ("normalizer", self.normalizer),
             ("scorer", self.scorer),
             *([("channels", self.channels)] if self.channels is not None else []),
@@ -249,6 +259,9 @@ class Pipeline:
             stage.ensure_capacity(n_rows)
         self.stepper.ensure_capacity(n_rows)
         self._mark = np.full(self.table.capacity, -1, dtype=np.int64)
+        seen = np.zeros(self.table.capacity, dtype=np.int64)
+        seen[: len(self._seen)] = self._seen
+        self._seen = seen
 
     def _reset_rows(self, rows: np.ndarray) -> None:
         """Fresh state for rows just assigned to new streams (the table resets its own part)."""
@@ -300,6 +313,8 @@ class Pipeline:
             self._ensure_capacity(self.table.capacity)
             if len(new_rows):
                 self._reset_rows(new_rows)
+            self.steps += 1
+            self._seen[rows[good]] = self.steps
 
         out_score = np.zeros(n)
         out_forecast = np.full(n, np.nan)
@@ -307,7 +322,7 @@ class Pipeline:
         out_model_residual = np.full(n, np.nan)
         out_warming = np.ones(n, dtype=bool)
         accepted = np.zeros(n, dtype=bool)
-        for idx in self._sub_steps(good, rows[good], ts[good]):
+        for idx in self._sub_steps(good, rows[good]):
             self._step_unique(
                 batch, idx, rows[idx], ts[idx], values[idx],
                 out_score, out_forecast, out_residual, out_model_residual, out_warming, accepted, events, rejected,
@@ -326,8 +341,8 @@ class Pipeline:
         )
         return StepResult(scores=scores, events=events, rejected=rejected)
 
-    def _sub_steps(self, index: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> list[np.ndarray]:
-        """Split positions into sub-steps in which each row appears at most once, in timestamp order per row."""
+    def _sub_steps(self, index: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """Split positions into sub-steps in which each row appears at most once, in arrival order per row."""
         m = len(index)
         if m == 0:
             return []
@@ -335,7 +350,10 @@ class Pipeline:
         self._mark[rows] = positions
         if (self._mark[rows] == positions).all():  # the common case: one value per stream
             return [index]
-        order = np.lexsort((ts, rows))
+        # Arrival order within each row (a stable sort by row alone), never timestamp order: whether a late value
+        # is refused must not depend on which poll it shared with newer ones, so every batching (and a replay
+        # after a crash) decides each value the same way.
+        order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
         group_start = np.repeat(starts, np.diff(np.r_[starts, m]))
@@ -370,6 +388,17 @@ class Pipeline:
                 rejected.append(self._rejected(
                     batch, idx[i], reason, f"timestamp {ts[i]} is not after the stream's last one {last_ts[i]}"))
             keep = ~late
+            idx, rows, ts, x, dt, last_ts = idx[keep], rows[keep], ts[keep], x[keep], dt[keep], last_ts[keep]
+            if len(idx) == 0:
+                return
+        keep = self.clock_guard.check(rows, ts, last_ts)
+        if not keep.all():
+            for i in np.flatnonzero(~keep):
+                rejected.append(self._rejected(
+                    batch, idx[i], "timestamp_jump",
+                    f"timestamp {ts[i]} is {dt[i]:.0f} s after the stream's last one {last_ts[i]}, more than "
+                    f"state.max_jump_s ({cfg.max_jump_s:.0f}); {CONFIRM_VALUES} such values in a row restart the "
+                    "stream's clock"))
             idx, rows, ts, x, dt, last_ts = idx[keep], rows[keep], ts[keep], x[keep], dt[keep], last_ts[keep]
             if len(idx) == 0:
                 return
@@ -578,10 +607,45 @@ class Pipeline:
         rows = self.table.idle_rows(now, self.config.idle_ttl_s)
         if len(rows) == 0:
             return [], []
+        return self._evict_rows(rows)
+
+    def evict(self, streams: list[str]) -> tuple[list[str], list[Event]]:
+        """Forget these streams for good, closing their open events (unknown ids are ignored)."""
+        rows = np.array([r for r in map(self.table.row_of, streams) if r is not None], dtype=np.int64)
+        if len(rows) == 0:
+            return [], []
+        return self._evict_rows(rows)
+
+    def _evict_rows(self, rows: np.ndarray) -> tuple[list[str], list[Event]]:
         ids, events = self._force_close(rows)
         self.table.release(rows)
         self._reset_rows(rows)
         return list(ids), events
+
+    def idle_among(self, streams: list[str], since_step: int) -> list[str]:
+        """Those of ``streams`` (one partition's) silent for longer than ``idle_ttl_s`` of the group's own event
+        time: the lower median of the last timestamps of the group's streams seen after step ``since_step``. A
+        median, so one stream with a wild clock cannot make the others look idle; none seen: nothing progressed,
+        nothing is idle."""
+        rows = np.array([self.table.row_of(s) for s in streams], dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        last = self.table.state["last_ts"][rows]
+        active = last[(self._seen[rows] > since_step) & np.isfinite(last)]
+        if len(active) == 0:
+            return []
+        clock = float(np.partition(active, (len(active) - 1) // 2)[(len(active) - 1) // 2])
+        return [streams[i] for i in np.flatnonzero(last < clock - self.config.idle_ttl_s).tolist()]
+
+    def least_recently_seen(self, n: int) -> list[str]:
+        """The ``n`` streams seen longest ago (process order; ties by row)."""
+        pairs = list(self.table.streams())
+        if n <= 0 or not pairs:
+            return []
+        rows = np.fromiter((r for _s, r in pairs), dtype=np.int64, count=len(pairs))
+        n = min(n, len(rows))
+        order = np.argsort(self._seen[rows], kind="stable")[:n]
+        return [pairs[i][0] for i in order.tolist()]
 
     def drop(self, streams: list[str]) -> None:
         """Forget these streams without closing their events: their state moved elsewhere (a revoked partition,
@@ -626,6 +690,7 @@ class Pipeline:
             return
         rows = self.table.assign_rows(streams)
         self._ensure_capacity(self.table.capacity)
+        self._seen[rows] = self.steps
         stages = snapshot["stages"]
         for name, stage in self._row_stages:
             if name not in stages:  # a snapshot from an older version without this stage: it starts fresh

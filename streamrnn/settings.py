@@ -78,7 +78,16 @@ class StateSettings(_Section):
         12.0, gt=1, description="reset a stream's hidden state when a gap exceeds this many usual intervals"
     )
     reset_gap_s: float = Field(0.0, ge=0, description="also reset after a gap of this many seconds (0: off)")
-    idle_ttl_s: float = Field(86400.0 * 7, gt=0, description="evict streams silent for this long (event time)")
+    idle_ttl_s: float = Field(
+        86400.0 * 7, gt=0, description="evict streams silent for this long (event time of the stream's partition)"
+    )
+    max_jump_s: float = Field(
+        86400.0 * 30, ge=0, description="refuse a timestamp this far past its stream's last one (timestamp_jump) "
+        "unless 3 values in a row keep to the new clock (0: off)"
+    )
+    max_streams: int = Field(
+        100_000, ge=0, description="past this many streams, the least recently seen are evicted (0: no bound)"
+    )
     history_size: int = Field(2048, ge=0, description="recent values kept per stream for retraining/re-priming")
 
 
@@ -324,6 +333,10 @@ class InputSettings(_Section):
         "reject", description="reject: a record with a field not named above goes to the dead-letter topic"
     )
     max_record_bytes: int = Field(65536, ge=64, description="larger records are dead-lettered unread")
+    max_future_s: float = Field(
+        86400.0, ge=0, description="the daemon refuses timestamps further than this past its wall clock "
+        "(future_timestamp; 0: no bound)"
+    )
     max_stream_id_chars: int = Field(256, ge=1, description="longer stream ids are dead-lettered")
 
     @model_validator(mode="after")
@@ -351,6 +364,10 @@ class KafkaSettings(_Section):
     scores_topic: str = Field("streamrnn.scores", min_length=1, description="per-value scores (see scores)")
     dead_letter_topic: str = Field(
         "streamrnn.dead-letter", min_length=1, description="unusable records, original bytes + reason headers"
+    )
+    dead_letter_max_bytes: int = Field(
+        1_000_000, ge=4096, description="a dead letter larger than this (key, value and headers) is truncated to fit, "
+        "with its original size in a header (the broker's default max.message.bytes is 1 MiB)"
     )
     scores: Literal["off", "all", "above"] = Field(
         "above", description="publish per-value scores: off, all, or only those at or above scores_min"

@@ -49,6 +49,7 @@ DECODE_REASONS = (
     "bad_stream_id",
     "missing_timestamp",
     "bad_timestamp",
+    "future_timestamp",
     "missing_value",
     "bad_value",
     "non_finite_value",
@@ -65,6 +66,8 @@ DEAD_LETTER_HEADERS = (
     "streamrnn.source.offset",
     "streamrnn.source.timestamp",
 )
+# Only on a dead letter whose value was cut to fit kafka.dead_letter_max_bytes: the value's original byte count.
+ORIGINAL_SIZE_HEADER = "streamrnn.original_size"
 
 _ECHO_CHARS = 80  # longest piece of input echoed in a rejection's detail
 _MAX_TS_CHARS = 64  # longer timestamp strings are not parsed
@@ -86,6 +89,7 @@ class DecoderConfig:
     extra_fields: str = "reject"
     max_record_bytes: int = 65536
     max_stream_id_chars: int = 256
+    max_future_s: float = 86400.0  # with decode(now=...): later timestamps are refused (0: no bound)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "value_names", tuple(self.value_names))
@@ -120,6 +124,7 @@ class DecoderConfig:
             extra_fields=s.extra_fields,
             max_record_bytes=s.max_record_bytes,
             max_stream_id_chars=getattr(s, "max_stream_id_chars", cls.max_stream_id_chars),
+            max_future_s=s.max_future_s,
         )
 
 
@@ -190,8 +195,11 @@ class RecordDecoder:
 
     # -- the batch path -------------------------------------------------------------------------------------------
 
-    def decode(self, records: Sequence[Any]) -> tuple[ObservationBatch, list[Rejected]]:
-        """Decode ``records``: the accepted ones as a batch (``source`` = index in ``records``) and the rejected."""
+    def decode(self, records: Sequence[Any], now: float | None = None) -> tuple[ObservationBatch, list[Rejected]]:
+        """Decode ``records``: the accepted ones as a batch (``source`` = index in ``records``) and the rejected.
+
+        With ``now`` (the caller's wall clock, epoch seconds), a timestamp more than ``max_future_s`` after it is
+        refused (``future_timestamp``): one such value would move its stream's clock past every real one."""
         if not isinstance(records, (list, tuple)):
             records = list(records)
         cfg = self.config
@@ -306,6 +314,20 @@ class RecordDecoder:
                 source[finite],
             )
             rejected.sort(key=lambda r: r.source)
+        if now is not None and cfg.max_future_s > 0:
+            limit = now + cfg.max_future_s
+            future = ts_arr > limit
+            if future.any():
+                for at in np.flatnonzero(future).tolist():
+                    index = int(source[at])
+                    detail = (f"timestamp {ts_arr[at]:.6g} s is more than input.max_future_s ({cfg.max_future_s:g} s) "
+                              f"after the wall clock {now:.0f} (a unit other than input.ts_unit={cfg.ts_unit!r}?)")
+                    rejected.append(Rejected("future_timestamp", detail, stream=str(stream_arr[at]),
+                                             ts=float(ts_arr[at]), source=index,
+                                             raw=_raw_bytes(records[index].value)))
+                keep = ~future
+                stream_arr, ts_arr, values_arr, source = stream_arr[keep], ts_arr[keep], values_arr[keep], source[keep]
+                rejected.sort(key=lambda r: r.source)
         return ObservationBatch(stream=stream_arr, ts=ts_arr, values=values_arr, source=source), rejected
 
     # -- the reference path ---------------------------------------------------------------------------------------
@@ -518,3 +540,33 @@ def dead_letter_headers(
     """Headers of a dead-letter message: why it was rejected and where it came from (an absent timestamp: empty)."""
     texts = (reason, detail, topic, str(partition), str(offset), "" if timestamp is None else str(timestamp))
     return [(name, text.encode("utf-8", "replace")) for name, text in zip(DEAD_LETTER_HEADERS, texts)]
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """Cut a dead letter to at most ``max_bytes`` (key, value and headers together) so the dead-letter topic takes
+    it: a record its input topic accepted can exceed the dead-letter topic's limit once the headers are added, and a
+    dead letter the broker refuses must not stop the partition. The value keeps its first bytes and the
+    :data:`ORIGINAL_SIZE_HEADER` header gives its original size; the key is cut only if it alone does not fit.
+
+    >>> key, value, headers = fit_dead_letter(b"k", b"x" * 5000, [("streamrnn.reason", b"too_large")], 4096)
+    >>> len(value) + len(key) + sum(len(n) + len(v) for n, v in headers) <= 4096, headers[-1]
+    (True, ('streamrnn.original_size', b'5000'))
+    >>> fit_dead_letter(b"k", b"small", [], 4096)
+    (b'k', b'small', [])
+    """
+    def size_of(part: bytes | None) -> int:
+        return 0 if part is None else len(part)
+
+    header_bytes = sum(len(name.encode()) + len(text) for name, text in headers)
+    if size_of(key) + size_of(value) + header_bytes <= max_bytes:
+        return key, value, headers
+    headers = [*headers, (ORIGINAL_SIZE_HEADER, str(size_of(value)).encode())]
+    header_bytes += len(ORIGINAL_SIZE_HEADER) + len(headers[-1][1])
+    room = max_bytes - header_bytes
+    if key is not None and len(key) > room // 2:
+        key = key[: room // 2]
+    if value is not None:
+        value = value[: max(0, room - size_of(key))]
+    return key, value, headers

@@ -80,7 +80,7 @@ def test_a_connection_error_out_of_poll_is_waited_out(tmp_path):
                                                    KafkaTimeoutError(), {}])
     daemon.run()  # returns after the script ends: the errors did not escape
     assert consumer.polls == 5 and consumer.closed
-    assert metrics.broker_up._value.get() == 0  # the failure showed (nothing answered since to set it back)
+    assert metrics.registry.get_sample_value("streamrnn_broker_up") == 0  # nothing answered since the failure
 
 
 def test_a_non_retriable_kafka_error_still_stops_the_daemon(tmp_path):
