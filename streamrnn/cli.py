@@ -453,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     from streamrnn.connectors.files import InputError
+    from streamrnn.connectors.kafka_clients import KafkaClientError
 
     try:
         return func(args)
@@ -462,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"streamrnn: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KafkaClientError as error:  # the message says what to check (brokers, SASL credentials); no traceback
+        print(f"streamrnn: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the last line of defence: one clear line, the traceback in the JSON log

@@ -196,7 +196,7 @@ def build_store(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[
         return store, lambda: directory_partitions(c.directory, k.group_id, k.input_topics)
     from kafka import KafkaConsumer
 
-    from streamrnn.connectors.kafka_clients import consumer_kwargs
+    from streamrnn.connectors.kafka_clients import consumer_kwargs, explain_client_errors
     from streamrnn.state.checkpoint import KafkaChangelogStore
 
     store = KafkaChangelogStore(k, c.changelog_topic, k.group_id, c.chunk_bytes)
@@ -204,7 +204,9 @@ def build_store(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[
     kwargs.pop("group_id", None)  # metadata only: never join the daemons' group
 
     def partitions() -> list[tuple[str, int]]:
-        consumer = KafkaConsumer(**{**kwargs, "enable_auto_commit": False})
+        # The trainer's first contact with Kafka in a run: a wrong SASL password shows here (the run fails, logged).
+        with explain_client_errors(k):
+            consumer = KafkaConsumer(**{**kwargs, "enable_auto_commit": False})
         try:
             return [(t, p) for t in k.input_topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         finally:

@@ -1,9 +1,9 @@
 """Kafka client construction from :class:`~streamrnn.settings.KafkaSettings`: one place that knows the connection
 and security options, so the daemon, the simulator, the changelog store and the tests configure clients alike.
 
-Owns: keyword arguments for kafka-python's KafkaConsumer / KafkaProducer / KafkaAdminClient, and topic creation.
-Must not touch: records, offsets or pipeline state. Secrets are read here (from the settings or their files) and
-never logged.
+Owns: keyword arguments for kafka-python's KafkaConsumer / KafkaProducer / KafkaAdminClient, topic creation, and
+what a person is told when creating a client fails (:func:`explain_client_errors`). Must not touch: records,
+offsets or pipeline state. Secrets are read here (from the settings or their files) and never logged.
 
 >>> from streamrnn.settings import KafkaSettings
 >>> common = connection_kwargs(KafkaSettings(bootstrap_servers=["127.0.0.1:9999"]))
@@ -14,11 +14,16 @@ never logged.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 from streamrnn.settings import KafkaSettings, read_secret
 
 log = logging.getLogger(__name__)
+
+
+class KafkaClientError(RuntimeError):
+    """A Kafka client could not be created; the message says what to check (never a secret)."""
 
 
 def connection_kwargs(kafka: KafkaSettings, client_suffix: str = "") -> dict[str, Any]:
@@ -48,6 +53,44 @@ def connection_kwargs(kafka: KafkaSettings, client_suffix: str = "") -> dict[str
         if password is not None:
             kwargs["ssl_password"] = password
     return kwargs
+
+
+def client_error_message(kafka: KafkaSettings, error: BaseException, within_s: float | None = None) -> str:
+    """One line for a failed client creation: the brokers, the error and, on a SASL listener, that authentication
+    may have failed, naming the mechanism and the username (never the password).
+
+    kafka-python reports a rejected SASL login like an unreachable broker (the broker drops the connection, the
+    client retries until its bootstrap timeout: ``KafkaTimeoutError: Unable to bootstrap``), so with SASL a wrong
+    password is the first thing to suspect.
+    """
+    text = str(error)
+    if not text.startswith(type(error).__name__):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    within = f" within {within_s:g} s" if within_s is not None else ""
+    message = f"cannot reach Kafka at {','.join(kafka.bootstrap_servers)}{within} ({text})"
+    if not kafka.security_protocol.startswith("SASL"):
+        return message
+    certain = "AuthenticationFailed" in type(error).__name__ or "AuthenticationFailed" in text
+    message += (f"; authentication {'failed' if certain else 'may have failed'}: check the username "
+                f"{kafka.sasl_username!r}, the password and the mechanism {kafka.sasl_mechanism} "
+                f"({kafka.security_protocol}) against the broker's listener")
+    try:
+        password = read_secret(kafka.sasl_password, kafka.sasl_password_file)
+    except OSError:
+        return message
+    return message.replace(password, "***") if password else message  # whatever the client library put in it
+
+
+@contextmanager
+def explain_client_errors(kafka: KafkaSettings) -> Iterator[None]:
+    """Around creating kafka-python clients: a Kafka error becomes :class:`KafkaClientError` with
+    :func:`client_error_message` (the original is its ``__cause__``)."""
+    from kafka.errors import KafkaError
+
+    try:
+        yield
+    except KafkaError as error:
+        raise KafkaClientError(client_error_message(kafka, error)) from error
 
 
 def producer_kwargs(kafka: KafkaSettings, client_suffix: str = "producer") -> dict[str, Any]:

@@ -343,6 +343,29 @@ def test_authenticated_listener_with_password_from_environment(kafka_broker_sasl
     assert broker.sasl_password not in daemon.log_path.read_text()
 
 
+def test_wrong_sasl_password_ends_startup_with_one_line_saying_authentication_may_have_failed(kafka_broker_sasl,
+                                                                                             tmp_path):
+    broker = kafka_broker_sasl
+    sections = daemon_sections(broker.sasl_bootstrap, f"sasl-wrong-{time.time_ns()}", tmp_path / "state",
+                               kafka={"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
+                                      "sasl_username": broker.sasl_username})
+    wrong = "not-" + broker.sasl_password
+    daemon = start_daemon(tmp_path, sections, "sasl-wrong", env={"STREAMRNN_KAFKA__SASL_PASSWORD": wrong})
+    t0 = time.monotonic()
+    try:
+        assert daemon.proc is not None
+        rc = daemon.proc.wait(timeout=120)  # kafka-python gives up bootstrapping after 30 s
+    finally:
+        daemon.ensure_dead()
+    assert rc == 1 and time.monotonic() - t0 < 120, daemon.log_tail()
+    text = daemon.log_path.read_text()
+    last = text.strip().splitlines()[-1]
+    assert last.startswith(f"streamrnn: cannot reach Kafka at {broker.sasl_bootstrap}"), daemon.log_tail()
+    assert "authentication" in last and "failed" in last, last
+    assert f"username {broker.sasl_username!r}" in last and "mechanism SCRAM-SHA-256" in last, last
+    assert wrong not in text and "Traceback" not in text, daemon.log_tail()
+
+
 def test_sigterm_exits_1_when_the_graceful_shutdown_overruns_its_bound(kafka_broker, new_topic, tmp_path):
     bootstrap = kafka_broker.bootstrap
     topic = new_topic(kafka_broker, 1)
