@@ -717,7 +717,7 @@ def _empty_scores() -> ScoreBatch:
     empty = np.zeros(0)
     return ScoreBatch(
         stream=np.zeros(0, dtype=object), ts=empty, value=empty, forecast=empty, residual=empty, model_residual=empty,
-        score=empty, warming_up=np.zeros(0, dtype=bool),
+        score=empty, warming_up=np.zeros(0, dtype=bool), source=np.zeros(0, dtype=np.int64),
     )
 
 

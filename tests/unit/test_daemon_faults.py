@@ -8,12 +8,10 @@ the stream count stays bounded.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import numpy as np
 import orjson
 import pytest
+from daemon_fakes import T0, TOPIC, Consumer, Producer, Records, daemon_with, sample, value
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -25,101 +23,6 @@ from streamrnn.metrics import DaemonMetrics
 from streamrnn.settings import load_settings
 from streamrnn.state.checkpoint import DirectoryStore
 
-TOPIC = "sensors"
-T0 = 1_700_000_000.0
-
-
-class Future:
-    """What kafka-python's send() returns, settled at once: acknowledged, or failed with ``error``."""
-
-    def __init__(self, topic: str, error: Exception | None = None) -> None:
-        self._produce_future = SimpleNamespace(topic_partition=TopicPartition(topic, 0))
-        self.is_done = True
-        self.exception = error
-
-    def failed(self) -> bool:
-        return self.exception is not None
-
-
-class Producer:
-    """Records what was sent; refuses what ``refuse(topic, key, value, headers)`` returns an error for."""
-
-    def __init__(self, refuse=lambda *_a: None, flush_error: Exception | None = None) -> None:
-        self.sent: list[tuple[str, Any, Any, Any]] = []
-        self.refuse = refuse
-        self.flush_error = flush_error
-
-    def send(self, topic, key=None, value=None, headers=None):
-        self.sent.append((topic, key, value, headers))
-        return Future(topic, self.refuse(topic, key, value, headers))
-
-    def flush(self, timeout=None):
-        if self.flush_error is not None:
-            raise self.flush_error
-
-    def close(self, timeout=None):
-        pass
-
-
-class Consumer:
-    def pause(self, *_a):
-        pass
-
-    def resume(self, *_a):
-        pass
-
-    def seek(self, *_a):
-        pass
-
-    def position(self, tp, timeout_ms=None):
-        return 0
-
-    def close(self, autocommit=False):
-        pass
-
-    def commit(self, *_a, **_k):
-        pass
-
-    def commit_async(self, *_a, **_k):
-        pass
-
-
-def _daemon(tmp_path, producer: Producer, wall: float = T0 + 86400 * 365, **env: str) -> tuple[Daemon, DaemonMetrics]:
-    environ = {"STREAMRNN_CHECKPOINT__DIRECTORY": str(tmp_path), **env}
-    settings = load_settings(None, environ=environ)
-    pipeline, _card = build_pipeline_and_card(settings)
-    metrics = DaemonMetrics(CollectorRegistry())
-    daemon = Daemon(settings, pipeline, Consumer(), producer, DirectoryStore(tmp_path, "g"),
-                    RecordDecoder(DecoderConfig.from_settings(settings)), metrics, wall_clock=lambda: wall)
-    return daemon, metrics
-
-
-class Records:
-    """Consumer records of one or more partitions, with running offsets."""
-
-    def __init__(self) -> None:
-        self.next: dict[int, int] = {}
-
-    def batch(self, items: list[tuple]) -> dict[TopicPartition, list[Any]]:
-        """Items ``(partition, key, value)`` or ``(partition, key, value, kafka_timestamp_s)``."""
-        out: dict[TopicPartition, list[Any]] = {}
-        for partition, key, value, *kafka_ts in items:
-            offset = self.next.get(partition, 0)
-            self.next[partition] = offset + 1
-            out.setdefault(TopicPartition(TOPIC, partition), []).append(SimpleNamespace(
-                topic=TOPIC, partition=partition, offset=offset, timestamp=int((kafka_ts or [T0])[0] * 1000),
-                key=key, value=value, headers=[]))
-        return out
-
-
-def value(stream: str, ts: float, x: float = 1.0) -> bytes:
-    return orjson.dumps({"stream": stream, "ts": ts, "value": x})
-
-
-def sample(metrics: DaemonMetrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
 def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_moves_on(tmp_path):
     # The broker refuses anything over 1 MiB on the dead-letter topic (its default max.message.bytes).
     def refuse(topic, key, value, headers):
@@ -127,7 +30,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_m
         return MessageSizeTooLargeError() if size > 1024 * 1024 else None
 
     producer = Producer(refuse)
-    daemon, metrics = _daemon(tmp_path, producer)
+    daemon, metrics = daemon_with(tmp_path, producer)
     records = Records()
     huge = b"{" + b"x" * (1024 * 1024 - 2) + b"}"  # 1 MiB of malformed JSON: the input topic took it
     daemon.process(records.batch([(0, b"a", value("a", T0)), (0, b"a", huge), (0, b"a", value("a", T0 + 60))]))
@@ -147,7 +50,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_m
 
 def test_an_output_the_broker_refuses_for_good_is_counted_and_skipped_not_replayed(tmp_path):
     producer = Producer(lambda topic, *_a: MessageSizeTooLargeError() if topic.endswith("dead-letter") else None)
-    daemon, metrics = _daemon(tmp_path, producer)
+    daemon, metrics = daemon_with(tmp_path, producer)
     records = Records()
     daemon.process(records.batch([(0, b"a", b"{not json"), (0, b"a", value("a", T0))]))
     daemon._collect_acks()
@@ -161,7 +64,7 @@ def test_a_snapshot_whose_flush_finds_a_failed_delivery_is_skipped_not_a_crash(t
     # A retriable failure surfacing during the snapshot's flush rewinds every partition: the snapshot must not
     # then look up the offsets of partitions the rewind released (it raised KeyError).
     producer = Producer(lambda topic, *_a: KafkaTimeoutError() if topic.endswith("events") else None)
-    daemon, metrics = _daemon(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
+    daemon, metrics = daemon_with(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
     records = Records()
     daemon.process(records.batch([(0, b"a", value("a", T0)), (1, b"b", value("b", T0))]))
     producer.refuse = lambda topic, *_a: KafkaTimeoutError() if topic.endswith("scores") else None
@@ -173,7 +76,7 @@ def test_a_snapshot_whose_flush_finds_a_failed_delivery_is_skipped_not_a_crash(t
 
 
 def test_one_stream_with_a_wild_clock_does_not_evict_the_others(tmp_path):
-    daemon, metrics = _daemon(tmp_path, Producer(), wall=T0 + 400 * 86400.0)
+    daemon, metrics = daemon_with(tmp_path, Producer(), wall=T0 + 400 * 86400.0)
     records = Records()
     history = [(0, f"s{i}".encode(), value(f"s{i}", T0 + 60 * k)) for k in range(20) for i in range(5)]
     daemon.process(records.batch(history))
@@ -192,7 +95,7 @@ def test_one_stream_with_a_wild_clock_does_not_evict_the_others(tmp_path):
 
 
 def test_streams_silent_in_their_partitions_event_time_are_evicted(tmp_path):
-    daemon, metrics = _daemon(tmp_path, Producer())
+    daemon, metrics = daemon_with(tmp_path, Producer())
     records = Records()
     daemon.process(records.batch([(0, b"quiet", value("quiet", T0)), (1, b"other", value("other", T0))]))
     daemon._evict()  # nothing moved on yet
@@ -205,7 +108,7 @@ def test_streams_silent_in_their_partitions_event_time_are_evicted(tmp_path):
 
 
 def test_the_stream_count_is_bounded_least_recently_seen_first(tmp_path):
-    daemon, metrics = _daemon(tmp_path, Producer(), STREAMRNN_STATE__MAX_STREAMS="50")
+    daemon, metrics = daemon_with(tmp_path, Producer(), STREAMRNN_STATE__MAX_STREAMS="50")
     records = Records()
     daemon.process(records.batch([(0, b"steady", value("steady", T0))]))
     for k in range(1, 6):  # a producer bug: a new id with every record, 30 per batch
@@ -242,7 +145,7 @@ def test_broker_up_drops_while_a_flush_is_stalled(tmp_path):
 
 
 def test_a_shutdown_that_cannot_snapshot_is_not_reported_clean(tmp_path):
-    daemon, _metrics = _daemon(tmp_path, Producer(flush_error=KafkaTimeoutError()))
+    daemon, _metrics = daemon_with(tmp_path, Producer(flush_error=KafkaTimeoutError()))
     daemon.process(Records().batch([(0, b"a", value("a", T0))]))
     daemon._shutdown()
     assert not daemon.final_snapshot_saved
@@ -260,7 +163,7 @@ def test_dead_letters_and_scores_do_not_depend_on_poll_size(tmp_path, records_pe
     items.insert(90, (0, b"b", value("b", T0 * 1000)))  # milliseconds
     items.insert(95, (0, b"b", orjson.dumps({"stream": "b", "value": 2.0}), T0 + 300 * 86400))  # Kafka time
     producer = Producer()
-    daemon, _metrics = _daemon(tmp_path / str(records_per_poll), producer)
+    daemon, _metrics = daemon_with(tmp_path / str(records_per_poll), producer)
     records = Records()
     scored = []
     for start in range(0, len(items), records_per_poll):
