@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from streamrnn.logs import capture_stray_errors
 from streamrnn.metrics import TrainerMetrics
 from streamrnn.model.registry import Decision, ModelRegistry
 from streamrnn.settings import Settings
@@ -228,6 +229,7 @@ def serve_trainer(settings: Settings, once: bool = False) -> int:
         log.error("the trainer needs registry.directory (where it publishes models)")
         return 2
     torch.set_num_threads(settings.training.threads)
+    capture_stray_errors(log)
     registry = CollectorRegistry()
     metrics = TrainerMetrics(registry)
     metrics.up_since.set(time.time())
