@@ -131,6 +131,16 @@ class DaemonProcess:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def wait_metric(self, name: str, at_least: float, timeout: float = 60.0) -> float:
+        """Wait (checking the process stays alive) until metric ``name`` reaches ``at_least``; returns its value."""
+        deadline = time.monotonic() + timeout
+        value = self.metric(name)
+        while value < at_least and time.monotonic() < deadline:
+            self.assert_alive()
+            time.sleep(0.05)
+            value = self.metric(name)
+        return value
+
     def assert_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
