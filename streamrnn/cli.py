@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "replay", help="push CSV files through the detection pipeline, online, and write scores and events",
-        description="Replay NAB-style (timestamp,value) or long-format (stream,timestamp,value[,...]) CSV files. "
+        description="Replay NAB-style (timestamp,value), wide (timestamp,a,b,...: one multivariate stream per file, "
+        "';' or ',' separated, an 'anomaly' column read as row labels, as in SKAB) or long-format "
+        "(stream,timestamp,value[,...]) CSV files. "
         "Writes <out>/<file>.csv (timestamp,value,anomaly_score,label) and <out>/<file>.events.jsonl per input file.",
     )
     _add_config(p)
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score replay output against labeled anomaly windows (NAB score, P/R)")
     p.add_argument("results", type=Path, help="replay output directory")
-    p.add_argument("--windows", type=Path, required=True, help="labeled windows JSON (NAB combined_windows format)")
+    p.add_argument("--windows", type=Path, default=None,
+                   help="labeled windows JSON (NAB combined_windows format); without it, the label column of the "
+                   "results (from --windows or an anomaly column at replay) gives the windows")
     p.add_argument("--allow-unlabeled", action="store_true", help="series without windows count as anomaly-free")
     p.add_argument("--truth", type=Path, default=None,
                    help="anomalies.json from `streamrnn simulate` (labels with kinds): adds per-kind event P/R")
@@ -242,10 +246,21 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    overrides = None
+    overrides: dict[str, Any] = {}
     if args.seed is not None:
-        overrides = {"training": {"seed": args.seed}}
-    settings = _settings(args, overrides)
+        overrides["training"] = {"seed": args.seed}
+    settings = _settings(args, overrides or None)
+    from streamrnn.replay import input_width
+
+    width = input_width(args.input)
+    if width > 1 and settings.features.n_values == 1:
+        # A file of several value columns is one multivariate stream: the inputs follow the files, and every value
+        # is a target unless targets were configured.
+        targets = list(range(width)) if list(settings.features.targets) == [0] else list(settings.features.targets)
+        overrides["features"] = {"n_values": width, "targets": targets}
+        settings = _settings(args, overrides)
+        log.info("multivariate input: features follow the files", extra={"fields": {"n_values": width,
+                                                                                    "targets": targets}})
     import torch
 
     from streamrnn.coldstart import ColdStart, network_config, train_config_from_settings

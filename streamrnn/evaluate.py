@@ -43,6 +43,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from streamrnn.alarm_metrics import (
+    EventQuality,
+    RowQuality,
+    best_row_threshold,
+    event_quality,
+    row_quality,
+    rows_in_events,
+)
 from streamrnn.connectors.files import InputError
 
 PROBATION_FRACTION = 0.15
@@ -584,6 +592,9 @@ class EvaluationReport:
     n_scored_windows: int
     probation_fraction: float
     kinds: tuple[KindMetrics, ...] | None = None  # per-kind event metrics (with a truth file; see kind_metrics)
+    alarms: EventQuality | None = None  # events as operators meet them, overall and per category
+    rows: RowQuality | None = None  # rows inside events against row labels (with labels in the results)
+    best_rows: tuple[float | None, RowQuality] | None = None  # best fixed score threshold, chosen with the labels
 
     def profile(self, name: str) -> ProfileResult:
         for p in self.profiles:
@@ -614,6 +625,10 @@ class EvaluationReport:
                 "threshold": _json_float(self.score_threshold), **(_metrics_dict(self.score_metrics) or {})
             },
             "event_windows": _metrics_dict(self.event_metrics),
+            "alarms": None if self.alarms is None else self.alarms.to_dict(),
+            "rows": None if self.rows is None else self.rows.to_dict(),
+            "best_score_rows": None if self.best_rows is None else {
+                "threshold": _json_float(self.best_rows[0]), **self.best_rows[1].to_dict()},
             "kinds": None if self.kinds is None else {
                 m.kind: {"labels": m.labels, "detected": m.detected, "recall": _json_float(m.recall),
                          "matched": m.matched, "matched_recall": _json_float(m.matched_recall),
@@ -655,6 +670,17 @@ class EvaluationReport:
         if self.event_metrics is None:
             lines.append("(no .events.jsonl files: event metrics unavailable)")
         lines.append("")
+        if self.alarms is not None:
+            lines.extend(_alarm_table(self.alarms))
+        if self.rows is not None:
+            lines.append(f"{'rows (labeled per row)':<26} {'F1':>6} {'FAR':>6} {'MAR':>6} {'TP':>7} {'FP':>7} {'FN':>7}")
+            best = [("score >= " + _fmt(self.best_rows[0], ".4g"), self.best_rows[1])] if self.best_rows else []
+            for label, q in [("inside events", self.rows)] + best:
+                lines.append(f"{label:<26} {_fmt(q.f1, '.3f'):>6} {_fmt(q.far, '.3f'):>6} {_fmt(q.mar, '.3f'):>6}"
+                             f" {q.tp:>7} {q.fp:>7} {q.fn:>7}")
+            lines.append("(FAR: flagged normal rows / normal rows; MAR: missed anomalous rows / anomalous rows; the "
+                         "score threshold is the best one, chosen with the labels: an upper bound, not a result)")
+            lines.append("")
         if self.kinds is not None:
             lines.append(f"{'per anomaly kind (events)':<26} {'labels':>7} {'detected':>8} {'recall':>6}"
                          f" {'same kind':>9} {'events':>7} {'in window':>9} {'precision':>9}")
@@ -681,11 +707,25 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
+def _alarm_table(q: EventQuality) -> list[str]:
+    lines = [f"{'events by category':<26} {'series':>6} {'windows':>7} {'found':>5} {'recall':>6} {'events':>6}"
+             f" {'false':>5} {'precision':>9} {'F1':>5} {'false/day':>9} {'delay med':>9}"]
+    for c in (*q.categories, q):
+        lines.append(f"{c.name:<26} {c.series:>6} {c.windows:>7} {c.detected:>5} {_fmt(c.recall, '.3f'):>6}"
+                     f" {c.events:>6} {c.false_events:>5} {_fmt(c.precision, '.3f'):>9} {_fmt(c.f1, '.3f'):>5}"
+                     f" {_fmt(c.false_per_day, '.3f'):>9} {_fmt_duration(c.delay_median_s):>9}")
+    lines.append("(a window is found when an event overlaps it; an event overlapping no window is false; false/day: "
+                 "false events per day of the series' time spans)")
+    lines.append("")
+    return lines
+
+
 def evaluate_series(
     series: Sequence[SeriesData],
     events: Mapping[str, np.ndarray] | None = None,
     profiles: Sequence[Profile] = PROFILES,
     probation_fraction: float = PROBATION_FRACTION,
+    row_labels: Mapping[str, np.ndarray] | None = None,
 ) -> EvaluationReport:
     """Evaluate in-memory series; ``events`` maps series keys to ``[m, 2]`` (start, end) event intervals."""
     if not profiles:
@@ -706,6 +746,16 @@ def evaluate_series(
         if unknown:
             raise EvaluationError(f"events for unknown series: {', '.join(unknown[:5])}")
         event_metrics = window_metrics({k: by_key[k].windows for k in by_key if k in events}, events)
+    alarms = rows = best_rows = None
+    if events:
+        with_events = [s for s in series if s.key in events]
+        alarms = event_quality({s.key: s.windows for s in with_events}, events,
+                               {s.key: float(s.timestamps[-1] - s.timestamps[0]) if s.timestamps.size else 0.0
+                                for s in with_events})
+        if row_labels is not None and all(s.key in row_labels for s in with_events):
+            labels = [row_labels[s.key] for s in with_events]
+            rows = row_quality(labels, [rows_in_events(s.timestamps, events[s.key]) for s in with_events])
+            best_rows = best_row_threshold(labels, [s.scores for s in with_events])
     return EvaluationReport(
         profiles=results,
         score_metrics=window_metrics(score_windows, runs),
@@ -716,6 +766,9 @@ def evaluate_series(
         n_windows=int(sum(len(s.windows) for s in series)),
         n_scored_windows=pooled.n_scored_windows,
         probation_fraction=probation_fraction,
+        alarms=alarms,
+        rows=rows,
+        best_rows=best_rows,
     )
 
 
@@ -822,11 +875,13 @@ def _parse_scores(values: list[str], where: str, lines: list[int]) -> np.ndarray
     return out
 
 
-def read_results_csv(path: str | Path, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_results_csv(path: str | Path, key: str, column: str = "anomaly_score") -> dict[str, tuple[np.ndarray,
+                                                                                               np.ndarray]]:
     """Series of one result CSV as ``{key: (timestamps, scores)}``, rows sorted by time.
 
     NAB layout (``timestamp,...,anomaly_score,...``) gives one series named ``key``; a ``stream`` column (long
-    layout) gives one series per stream id. Other columns (``value``, ``label``) are ignored.
+    layout) gives one series per stream id. Other columns (``value``, ``label``) are ignored; ``column="label"``
+    reads the labels instead of the scores.
     """
     path = Path(path)
     with path.open(newline="") as f:
@@ -835,10 +890,10 @@ def read_results_csv(path: str | Path, key: str) -> dict[str, tuple[np.ndarray, 
         if header is None:
             raise EvaluationError(f"{path}: empty file, expected a header with timestamp and anomaly_score")
         names = [h.strip() for h in header]
-        missing = [c for c in ("timestamp", "anomaly_score") if c not in names]
+        missing = [c for c in ("timestamp", column) if c not in names]
         if missing:
             raise EvaluationError(f"{path}, line 1: header {','.join(names)!r} lacks {', '.join(missing)}")
-        ti, si = names.index("timestamp"), names.index("anomaly_score")
+        ti, si = names.index("timestamp"), names.index(column)
         sti = names.index("stream") if "stream" in names else None
         n_fields = len(names)
         ts_col: list[str] = []
@@ -963,6 +1018,26 @@ def load_results_with_kinds(
     return series, events
 
 
+def load_result_labels(results_dir: str | Path) -> dict[str, np.ndarray]:
+    """The ``label`` column of every result series below ``results_dir`` (as :func:`load_results` keys them),
+    aligned with its rows in time order."""
+    root = Path(results_dir)
+    labels: dict[str, np.ndarray] = {}
+    for path in sorted(p for p in root.rglob("*.csv") if p.is_file()):
+        for key, (_ts, values) in read_results_csv(path, path.relative_to(root).as_posix(), column="label").items():
+            labels[key] = np.nan_to_num(values) > 0.5
+    return labels
+
+
+def windows_from_labels(ts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Runs of consecutive labeled rows as ``[k, 2]`` (first, last) timestamp windows.
+
+    >>> windows_from_labels(np.arange(6.0), np.array([0, 1, 1, 0, 1, 0])).tolist()
+    [[1.0, 2.0], [4.0, 4.0]]
+    """
+    return score_detections(ts, np.asarray(labels, dtype=np.float64), 0.5)
+
+
 def load_windows(path: str | Path) -> dict[str, np.ndarray]:
     """NAB ``combined_windows.json``: ``{key: [[start, end], ...]}`` with timestamp strings or epoch numbers."""
     path = Path(path)
@@ -1028,19 +1103,27 @@ def load_truth(path: str | Path, keys: Sequence[str]) -> list[AnomalyTruth]:
 
 def evaluate_directory(
     results_dir: str | Path,
-    windows_path: str | Path,
+    windows_path: str | Path | None,
     allow_unlabeled: bool = False,
     probation_fraction: float = PROBATION_FRACTION,
     truth_path: str | Path | None = None,
 ) -> EvaluationReport:
-    """Evaluate every result series below ``results_dir`` against the windows file.
+    """Evaluate every result series below ``results_dir`` against the windows file, or without one against the
+    results' own ``label`` column (runs of labeled rows are the windows: SKAB's row labels, replayed).
 
     Every key of the windows file must have results. A result series without a key in the windows file is an error
     unless ``allow_unlabeled`` (then it has no windows: every detection in it is a false positive). ``truth_path``
-    (``anomalies.json``, labels with kinds) adds per-kind event metrics (:func:`kind_metrics`).
+    (``anomalies.json``, labels with kinds) adds per-kind event metrics (:func:`kind_metrics`). Row metrics count
+    rows inside events against rows inside windows.
     """
-    windows = load_windows(windows_path)
     series, records = load_results_with_kinds(results_dir)
+    if windows_path is None:
+        labels = load_result_labels(results_dir)
+        windows = {k: windows_from_labels(series[k][0], labels[k]) for k in series}
+        windows_path = f"{results_dir} (label column)"
+    else:
+        windows = load_windows(windows_path)
+    row_labels = {k: rows_in_events(series[k][0], windows.get(k, _EMPTY_WINDOWS)) for k in series}
     events = {k: v[0] for k, v in records.items()}
     missing = sorted(set(windows) - set(series))
     if missing:
@@ -1056,7 +1139,7 @@ def evaluate_directory(
             "having no windows)"
         )
     data = [SeriesData(k, *series[k], windows.get(k, _EMPTY_WINDOWS)) for k in sorted(series)]
-    report = evaluate_series(data, events or None, probation_fraction=probation_fraction)
+    report = evaluate_series(data, events or None, probation_fraction=probation_fraction, row_labels=row_labels)
     if truth_path is not None:
         truth = load_truth(truth_path, sorted(series))
         report = dataclasses.replace(report, kinds=kind_metrics(windows, records, truth))

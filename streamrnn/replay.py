@@ -21,6 +21,7 @@ from streamrnn.connectors.files import (
     SeriesFile,
     find_csv_files,
     read_series_file,
+    read_width,
     read_windows,
     write_jsonl,
     write_result_csv,
@@ -141,7 +142,7 @@ def replay(
         events_by_stream.setdefault(event.stream, []).append(event)
     for i, series in enumerate(files):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
-        labels = _labels(series, windows.get(series.key, []))
+        labels = _labels(series, windows.get(series.key))
         write_result_csv(output_dir / series.key, series, score[lo:hi], labels, accepted[lo:hi])
         file_events = [e for s in dict.fromkeys(series.stream.tolist()) for e in events_by_stream.get(s, [])]
         write_jsonl(_sibling(output_dir, series.key, ".events.jsonl"), (e.to_dict() for e in file_events))
@@ -170,15 +171,26 @@ def replay(
     return report
 
 
+def input_width(input_path: Path) -> int:
+    """Values per row of the input files (from their headers); files that disagree are an error."""
+    widths = {read_width(path) for path, _key in find_csv_files(input_path)}
+    if len(widths) > 1:
+        raise InputError(f"{input_path}: input files disagree on the number of values per row: {sorted(widths)}")
+    return widths.pop()
+
+
 def _sibling(output_dir: Path, key: str, suffix: str) -> Path:
     """``<output_dir>/<key without .csv><suffix>``: the file written beside a result CSV."""
     stem = key[: -len(".csv")] if key.endswith(".csv") else key
     return output_dir / (stem + suffix)
 
 
-def _labels(series: SeriesFile, windows: list[tuple[float, float]]) -> np.ndarray:
+def _labels(series: SeriesFile, windows: list[tuple[float, float]] | None) -> np.ndarray:
+    """Row labels: 1 inside a window of the windows file, else the file's own labels (an ``anomaly`` column)."""
+    if windows is None and series.labels is not None:
+        return series.labels
     labels = np.zeros(len(series), dtype=np.int8)
-    for start, end in windows:
+    for start, end in windows or []:
         labels[(series.ts >= start) & (series.ts <= end)] = 1
     return labels
 

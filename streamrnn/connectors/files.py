@@ -1,4 +1,6 @@
-"""CSV input and output for replay: NAB-style files (``timestamp,value``) and the long format
+"""CSV input and output for replay: NAB-style files (``timestamp,value``), wide files of one multivariate stream
+(``timestamp,a,b,...``, ``;`` or ``,`` separated, ``datetime`` also names the time column, as in SKAB; row labels in
+an ``anomaly`` column and SKAB's ``changepoint`` column are read as labels, not values) and the long format
 (``stream,timestamp,value[,more values]``).
 
 Owns: parsing (with errors that name the file and line), timestamp formats, and writing result CSVs and JSONL.
@@ -19,6 +21,12 @@ from typing import Iterable
 
 import numpy as np
 import orjson
+
+
+# A wide file's column of row labels (1: anomalous), and columns that are neither values nor labels (SKAB marks the
+# first and last row of each anomaly in `changepoint`; the labels already say it).
+LABEL_COLUMN = "anomaly"
+IGNORED_COLUMNS = ("changepoint",)
 
 
 class InputError(ValueError):
@@ -59,6 +67,7 @@ class SeriesFile:
     ts: np.ndarray  # float64
     values: np.ndarray  # float64 [n, n_values]
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of rows skipped
+    labels: np.ndarray | None = None  # int8 [n]: the file's own row labels (an `anomaly` column), if any
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -67,28 +76,37 @@ class SeriesFile:
 def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> SeriesFile:
     """Read a NAB-style or long-format CSV; raise InputError on a bad row unless ``skip_bad_rows``."""
     with path.open(newline="") as handle:
-        reader = csv.reader(handle)
+        first_line = handle.readline()
+        handle.seek(0)
+        delimiter = ";" if ";" in first_line and "," not in first_line else ","
+        reader = csv.reader(handle, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise InputError(f"{path}: empty file (expected a header line)") from None
         lower = [h.lower() for h in header]
-        if lower[:2] == ["timestamp", "value"] and len(lower) == 2:
-            long_format = False
-            value_names = ["value"]
-        elif lower[:2] == ["stream", "timestamp"] and len(lower) >= 3:
+        label_at = None
+        if lower[:2] == ["stream", "timestamp"] and len(lower) >= 3:
             long_format = True
-            value_names = header[2:]
+            value_columns = list(range(2, len(header)))
+        elif lower[0] in ("timestamp", "datetime") and len(lower) >= 2 and "stream" not in lower:
+            long_format = False
+            label_at = lower.index(LABEL_COLUMN) if LABEL_COLUMN in lower else None
+            value_columns = [j for j in range(1, len(header)) if lower[j] not in (LABEL_COLUMN, *IGNORED_COLUMNS)]
+            if not value_columns:
+                raise InputError(f"{path}:1: header {header!r} names no value column")
         else:
             raise InputError(
-                f"{path}:1: header {header!r} is neither 'timestamp,value' nor 'stream,timestamp,value[,...]'"
+                f"{path}:1: header {header!r} is neither 'timestamp,value[,...]' nor 'stream,timestamp,value[,...]'"
             )
+        value_names = [header[j] for j in value_columns]
         width = len(header)
         first_value = 2 if long_format else 1
         streams: list[str] = []
         texts: list[str] = []
         ts: list[float] = []
         values: list[list[float]] = []
+        labels: list[int] = []
         skipped: list[tuple[int, str]] = []
         for line_no, row in enumerate(reader, start=2):
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -105,11 +123,17 @@ def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> Serie
                 except ValueError:
                     raise ValueError(f"cannot parse timestamp {stamp_text!r}") from None
                 numbers = []
-                for cell in row[first_value:]:
+                for j in value_columns:
                     try:
-                        numbers.append(float(cell))
+                        numbers.append(float(row[j]))
                     except ValueError:
-                        raise ValueError(f"value {cell.strip()!r} is not a number") from None
+                        raise ValueError(f"value {row[j].strip()!r} is not a number") from None
+                label = 0
+                if label_at is not None:
+                    try:
+                        label = int(float(row[label_at]) != 0.0)
+                    except ValueError:
+                        raise ValueError(f"label {row[label_at].strip()!r} is not a number") from None
             except ValueError as error:
                 if not skip_bad_rows:
                     raise InputError(f"{path}:{line_no}: {error}") from None
@@ -119,6 +143,7 @@ def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> Serie
             texts.append(stamp_text)
             ts.append(stamp)
             values.append(numbers)
+            labels.append(label)
     n_values = len(value_names)
     return SeriesFile(
         path=path,
@@ -130,7 +155,19 @@ def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> Serie
         ts=np.array(ts, dtype=np.float64),
         values=np.array(values, dtype=np.float64).reshape(len(ts), n_values),
         skipped=skipped,
+        labels=None if label_at is None else np.array(labels, dtype=np.int8),
     )
+
+
+def read_width(path: Path) -> int:
+    """Values per row of a CSV input file, from its header alone (see :func:`read_series_file`)."""
+    with path.open(newline="") as handle:
+        first_line = handle.readline()
+    delimiter = ";" if ";" in first_line and "," not in first_line else ","
+    lower = [h.strip().lower() for h in next(csv.reader([first_line], delimiter=delimiter), [])]
+    if lower[:2] == ["stream", "timestamp"]:
+        return max(1, len(lower) - 2)
+    return max(1, sum(1 for h in lower[1:] if h not in (LABEL_COLUMN, *IGNORED_COLUMNS)))
 
 
 def find_csv_files(root: Path) -> list[tuple[Path, str]]:
