@@ -35,7 +35,7 @@ touches every stream at most once; so every value is judged against what arrived
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -51,6 +51,7 @@ from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
 from streamrnn.scoring.evidence import EventEvidence, EvidenceConfig, RecordGate
 from streamrnn.scoring.shift import FlatlineDetector
+from streamrnn.scoring.state import StateChannel, StateConfig
 from streamrnn.state.clock import CONFIRM_VALUES, ClockGuard
 from streamrnn.state.history import HistoryBuffer
 from streamrnn.state.normalizer import Normalizer
@@ -58,6 +59,10 @@ from streamrnn.state.table import StreamTable
 
 RESIDUAL_KINDS = ("spike", "level_shift")
 FLATLINE_KINDS = ("flatline",)
+STATE_KINDS = ("state",)
+# Values in a row at or above the state channel's threshold before a state event opens: a sustained departure, not
+# one rough moment of a noisy machine.
+STATE_CONFIRM_VALUES = 5
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class PipelineConfig:
     level_shift_delta: float = 0.5
     level_shift_hold_s: float = 86400.0
     spike_z: float = 4.0
+    state_alpha: float = 2e-4  # the multivariate state channel's false-alarm probability per value (2+ values)
     record_half_life: float = 1000.0
     record_margin: float = 1.2
     idle_ttl_s: float = 7 * 86400.0
@@ -155,6 +161,7 @@ class PipelineConfig:
             level_shift_delta=s.events.level_shift_delta,
             level_shift_hold_s=s.events.level_shift_hold_s,
             spike_z=s.events.spike_z,
+            state_alpha=s.events.state_alpha,
             record_half_life=s.events.record_half_life,
             record_margin=s.events.record_margin,
             idle_ttl_s=s.state.idle_ttl_s,
@@ -201,6 +208,14 @@ class Pipeline:
         self.silence = RecordGate(config.record_half_life, config.record_margin, cap)
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)
         self.flatline_events = EventDetector("flatline", config.events, FLATLINE_KINDS, cap)
+        self.state_channel: StateChannel | None = None
+        self.state_events: EventDetector | None = None
+        if n_values >= 2:
+            self.state_channel = StateChannel(StateConfig(
+                n_values, alpha=config.state_alpha, high=config.events.high, warmup=config.scoring_warmup), cap)
+            confirm = replace(config.events, min_values=max(config.events.min_values, STATE_CONFIRM_VALUES))
+            self.state_events = EventDetector("state", confirm, STATE_KINDS, cap)
+        self._detectors = [d for d in (self.residual_events, self.flatline_events, self.state_events) if d is not None]
         self.history = HistoryBuffer(config.history_size, n_values, cap)
         n_targets = len(config.targets)
         self.combiner = None if config.combiner is None else ForecastCombiner(
@@ -234,6 +249,8 @@ class Pipeline:
             ("silence", self.silence),
             ("residual_events", self.residual_events),
             ("flatline_events", self.flatline_events),
+            *([("state_channel", self.state_channel), ("state_events", self.state_events)]
+              if self.state_channel is not None else []),
             ("history", self.history),
             *([("combiner", self.combiner)] if self.combiner is not None else []),
             ("own", self.own),
@@ -275,12 +292,12 @@ class Pipeline:
         return len(self.table)
 
     def open_events(self) -> int:
-        return self.residual_events.open_count() + self.flatline_events.open_count()
+        return sum(detector.open_count() for detector in self._detectors)
 
     def top_open_events(self, limit: int) -> list[tuple[str, str, float]]:
         """Up to ``limit`` open events as ``(stream, kind, peak score)``, highest peak first."""
         found: list[tuple[str, str, float]] = []
-        for detector in (self.residual_events, self.flatline_events):
+        for detector in self._detectors:
             rows, peaks, kinds = detector.open_rows()
             for row, peak, kind in zip(rows.tolist(), peaks.tolist(), kinds.tolist()):
                 stream = self.table.stream_of(row)
@@ -495,13 +512,23 @@ class Pipeline:
             rows, ts, x0 - net_predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
             flat_since=flat_since, restart=gap_seen)
         # Values inside an open event are kept out of training as well as those scored anomalous.
-        in_event = self.residual_events.is_open(rows) | self.flatline_events.is_open(rows)
+        in_event = np.zeros(len(rows), dtype=bool)
+        for detector in self._detectors:
+            in_event |= detector.is_open(rows)
         self.history.append(rows, ts, x, excluded | in_event)
         self.table.advance(rows, ts, learn_interval=~gap_seen)
 
         ids = batch.stream[idx]
         events.extend(self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8)))
         events.extend(self.flatline_events.update(rows, ids, ts, flat_score, np.zeros(len(rows), dtype=np.int8)))
+        if self.state_channel is not None and self.state_events is not None:
+            # The state's normal learns nothing while its event is open: a state that stays away stays an event.
+            whole = np.isfinite(x).all(axis=1)  # only the targets must be finite; the state needs every value
+            state_evidence = np.zeros(len(rows))
+            if whole.any():
+                state_evidence[whole] = self.state_channel.update(
+                    rows[whole], x[whole], frozen=self.state_events.is_open(rows[whole]))[0]
+            events.extend(self.state_events.update(rows, ids, ts, state_evidence, np.zeros(len(rows), dtype=np.int8)))
 
         out_score[idx] = score
         out_forecast[idx] = predicted[:, 0]
@@ -667,7 +694,7 @@ class Pipeline:
         """Close the open events of ``rows`` at each stream's last value; returns the stream ids and the events."""
         ids = np.array([self.table.stream_of(int(r)) for r in rows], dtype=object)
         last = self.table.state["last_ts"][rows]
-        return ids, self.residual_events.force_close(rows, ids, last) + self.flatline_events.force_close(rows, ids, last)
+        return ids, [event for detector in self._detectors for event in detector.force_close(rows, ids, last)]
 
     def snapshot(self, streams: list[str] | None = None) -> dict[str, Any]:
         """The complete state of the given streams (all when None) as plain arrays; see :meth:`restore`."""
@@ -721,4 +748,4 @@ def _empty_scores() -> ScoreBatch:
     )
 
 
-__all__ = ["Pipeline", "PipelineConfig", "RESIDUAL_KINDS", "FLATLINE_KINDS", "EVENT_KINDS"]
+__all__ = ["Pipeline", "PipelineConfig", "RESIDUAL_KINDS", "FLATLINE_KINDS", "STATE_KINDS", "EVENT_KINDS"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 EVENT_SCHEMA_VERSION = 1
-EVENT_KINDS = ("spike", "level_shift", "flatline", "gap")
+EVENT_KINDS = ("spike", "level_shift", "flatline", "gap", "state")
 EVENT_ACTIONS = ("open", "update", "close")
 
 

@@ -228,6 +228,10 @@ class EventSettings(_Section):
         "earlier (noise units, each value's part capped at 3) reaches this",
     )
     level_shift_delta: float = Field(0.5, ge=0, description="CUSUM allowance per value (noise units)")
+    state_alpha: float = Field(
+        2e-4, gt=0, lt=0.5, description="streams of 2+ values: the probability that one normal value crosses the "
+        "state channel's threshold (Hotelling's T² of the smoothed state; a state event after 5 in a row)"
+    )
     level_shift_hold_s: float = Field(
         86400.0, ge=0, description="after a level shift fires, the test rests this long (the day-earlier reference "
         "still holds the old level)",
