@@ -528,7 +528,12 @@ class Pipeline:
             if whole.any():
                 state_evidence[whole] = self.state_channel.update(
                     rows[whole], x[whole], frozen=self.state_events.is_open(rows[whole]))[0]
-            events.extend(self.state_events.update(rows, ids, ts, state_evidence, np.zeros(len(rows), dtype=np.int8)))
+            emitted = self.state_events.update(rows, ids, ts, state_evidence, np.zeros(len(rows), dtype=np.int8))
+            if emitted:  # name the values that moved (rows are unique in a sub-step: a stream id finds its row)
+                at = {stream: i for i, stream in enumerate(ids.tolist())}
+                moved = self.state_channel.moved(rows[[at[e.stream] for e in emitted]])
+                emitted = [replace(e, moved=m) if e.action != "close" else e for e, m in zip(emitted, moved)]
+            events.extend(emitted)
 
         out_score[idx] = score
         out_forecast[idx] = predicted[:, 0]

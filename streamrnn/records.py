@@ -105,6 +105,8 @@ class Event:
     values: int
     event_id: str = ""
     schema: int = EVENT_SCHEMA_VERSION
+    # `state` events: the values (0-based positions, as in features/value_names) that moved, largest departure first
+    moved: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -115,7 +117,7 @@ class Event:
             object.__setattr__(self, "event_id", f"{self.stream}/{self.kind}/{int(round(self.start * 1000))}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": self.schema,
             "event_id": self.event_id,
             "stream": self.stream,
@@ -126,6 +128,9 @@ class Event:
             "peak_score": round(float(self.peak_score), 6),
             "values": int(self.values),
         }
+        if self.moved:
+            out["moved"] = list(self.moved)
+        return out
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ def format_event(event: dict[str, Any], color: bool = True) -> str:
     when = datetime.fromtimestamp(float(at or 0.0), timezone.utc).strftime("%Y-%m-%d %H:%M")
     line = (f"{when}  {str(event.get('stream', '?')):<20}  {action.upper():<6} {str(event.get('kind', '?')):<12} "
             f"peak {float(event.get('peak_score', 0.0)):.3f}  values {int(event.get('values', 0))}")
+    if event.get("moved"):
+        line += f"  moved {','.join(str(v) for v in event['moved'])}"
     if action == "close":
         duration = float(event.get("end", 0.0)) - float(event.get("start", 0.0))
         line += f"  lasted {_duration(duration)}"

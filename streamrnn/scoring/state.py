@@ -129,3 +129,18 @@ class StateChannel(RowStatefulMixin):
         self.state["cov"][rows] = np.where(learn[:, None, None], new_cov, cov)
         self.state["count"][rows] = count + learn
         return evidence, t2
+
+    def moved(self, rows: np.ndarray, min_z: float = 3.0) -> list[tuple[int, ...]]:
+        """Per row, the values whose smoothed value lies at least ``min_z`` standard deviations from the normal's
+        mean, largest first (at least the largest one): what an operator looks at first in a ``state`` event."""
+        rows = np.asarray(rows, dtype=np.int64)
+        d = self.state["smooth"][rows] - self.state["mean"][rows]
+        mean = self.state["mean"][rows]
+        variance = np.diagonal(self.state["cov"][rows], axis1=1, axis2=2)
+        z = np.abs(d) / np.sqrt(variance + _FLOOR * np.maximum(np.abs(mean), 1e-3) ** 2)
+        z = np.nan_to_num(z)
+        out = []
+        for row_z in z:
+            order = np.argsort(-row_z, kind="stable")
+            out.append(tuple(int(j) for j in order if row_z[j] >= min_z) or (int(order[0]),))
+        return out

@@ -51,6 +51,8 @@ def test_a_sustained_shift_on_3_of_8_sensors_stays_one_event_until_it_ends():
     assert len(opens) == 1, [(e.action, e.start - T0, e.end - T0) for e in state]
     (close,) = [e for e in state if e.action == "close"]
     assert 900 <= opens[0].start - T0 <= 960  # found within a minute
+    assert set(opens[0].moved) == {2, 3, 7}  # the event names the sensors that moved
+    assert opens[0].to_dict()["moved"] == list(opens[0].moved)
     assert 1480 <= close.end - T0 <= 1600  # held while the state stayed away, closed soon after it returned
 
 
@@ -62,3 +64,11 @@ def test_a_machine_with_normal_noise_opens_no_event_in_10000_values():
 def test_a_univariate_stream_has_no_state_channel():
     pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
     assert pipeline.state_channel is None and pipeline.state_events is None
+
+
+def test_watch_shows_the_values_that_moved():
+    from streamrnn.watch import format_event
+
+    line = format_event({"stream": "pump-1", "kind": "state", "action": "open", "start": T0, "end": T0 + 5,
+                         "peak_score": 1.0, "values": 5, "moved": [2, 3, 7]}, color=False)
+    assert "state" in line and line.endswith("moved 2,3,7")
