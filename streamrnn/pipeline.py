@@ -510,7 +510,7 @@ class Pipeline:
         flat_since = np.where(run >= cfg.flatline_min_values, ts - run * interval, np.nan)
         event_evidence, shifted = self.event_evidence.update(
             rows, ts, x0 - net_predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
-            flat_since=flat_since, restart=gap_seen)
+            flat_since=flat_since, restart=gap_seen, in_event=self.residual_events.is_open(rows))
         # Values inside an open event are kept out of training as well as those scored anomalous.
         in_event = np.zeros(len(rows), dtype=bool)
         for detector in self._detectors:

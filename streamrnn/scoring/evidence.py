@@ -48,6 +48,7 @@ from streamrnn.scoring.base import alpha_from, gather, scatter
 
 # A stream whose residuals never move (a constant) has no noise: its unit is this fraction of the value's magnitude.
 _TINY = 1e-9
+_BLOCK = 18  # floats of state per row (16 before the loud span was kept)
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,18 @@ class EventEvidence(RowStatefulMixin):
         self.a_slope = self.a_bias * self.a_bias * self.config.slope_gain
         # One float64 block per row (one gather and one scatter per call): per channel (forecast residual at 0,
         # daily residual at 4) level, variance, values learned, slope; then the CUSUM sums, the end of the hold, the
-        # start and end ts of the latest flat run (a bad reference one period later), and two flags: in a hold (the
-        # daily level restarts after it), the last value had no daily residual (the level restarts at the next).
-        self.state = RowArrays({"b": ((16,), "float64", 0.0)}, capacity)
+        # start and end ts of the latest flat run (a bad reference one period later), two flags: in a hold (the
+        # daily level restarts after it), the last value had no daily residual (the level restarts at the next);
+        # then the start and end ts of the latest loud span (values at `high` or inside an event: no reference one
+        # period later either, or yesterday's spike would come back today as a shift) and the previous value's ts.
+        self.state = RowArrays({"b": ((_BLOCK,), "float64", 0.0)}, capacity)
+
+    def restore(self, rows: np.ndarray, data) -> None:
+        """Restore rows; a snapshot from before the loud span was kept (a 16-float block) restores with none."""
+        block = np.asarray(data["b"], dtype=np.float64)
+        if block.shape[1] < _BLOCK:
+            block = np.concatenate([block, np.zeros((len(block), _BLOCK - block.shape[1]))], axis=1)
+        self.state.restore(rows, {"b": block})
 
     def _z(self, stats: np.ndarray, x: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics."""
@@ -135,7 +145,7 @@ class EventEvidence(RowStatefulMixin):
     def update(self, rows: np.ndarray, ts: np.ndarray, fore: np.ndarray, daily: np.ndarray,
                magnitude: np.ndarray | None = None, learn: np.ndarray | None = None,
                flat_since: np.ndarray | None = None, restart: np.ndarray | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               in_event: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(evidence in [0, 1], level-shift fired) per value; then folds the values into the statistics.
 
         ``fore``: value - forecast, ``daily``: value - value one day earlier, both signed, in the stream's units (NaN
@@ -143,7 +153,9 @@ class EventEvidence(RowStatefulMixin):
         the values must not enter the statistics (the stream's scale is still warming up); ``flat_since``: the ts
         at which the stream's current run of repeated values began, where it is long enough to look stuck (NaN
         elsewhere): the values of such a run are no reference one period later, and the shift test rests during it;
-        ``restart``: the daily level restarts at this value (the stream was silent for a while)."""
+        ``restart``: the daily level restarts at this value (the stream was silent for a while); ``in_event``: the
+        stream's spike/level-shift event is open at this value (with the values at ``high``, the loud span whose
+        values are no daily reference one period later)."""
         cfg = self.config
         rows = np.asarray(rows, dtype=np.int64)
         m = len(rows)
@@ -160,6 +172,10 @@ class EventEvidence(RowStatefulMixin):
         # A reference taken inside a stuck run (a period ago) compares nothing; nor does a stuck value today.
         back = ts - cfg.period_s
         bad = flat | ((b[:, 11] <= back) & (back <= b[:, 12]) & (b[:, 12] > b[:, 11]))
+        # A reference inside the latest loud span (yesterday's anomaly) would show it again today, inverted: the shift
+        # test skips such values. The spike test keeps them (its min(forecast, daily) can only be lowered by an
+        # echo), and so do the daily statistics (an echo beyond bias_clip sd does not move the level anyway).
+        echo = (b[:, 15] <= back) & (back <= b[:, 16]) & (b[:, 16] > 0)
         if bad.any():
             daily = np.where(bad, np.nan, daily)
         fs, ds = b[:, 0:4], b[:, 4:8]  # views into the block
@@ -180,13 +196,15 @@ class EventEvidence(RowStatefulMixin):
         anchor = (held & ~hold) | (b[:, 14] > 0)
         if restart is not None:
             anchor |= restart
-        anchor &= has_daily
-        b[:, 14] = ~has_daily & (ds[:, 2] > 0)
+        # Never on an echo: a level restarted at yesterday's anomaly, seen inverted, would hold it for good (normal
+        # values lie beyond bias_clip of it and never move it back); the restart waits for the first value past it.
+        anchor &= has_daily & ~echo
+        b[:, 14] = (~has_daily | ((b[:, 14] > 0) & echo)) & (ds[:, 2] > 0)
         if anchor.any():
             zd = np.where(anchor, 0.0, zd)
         # Only a pipeline without any daily reference tests the forecast residual (a forecaster that lags a shift); a
         # forecaster's error is too autocorrelated to test where the daily one will be there tomorrow.
-        test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat
+        test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat & ~echo
         u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, b[:, 8] + u - cfg.shift_delta), 0.0)
         down = np.where(test, np.maximum(0.0, b[:, 9] - u - cfg.shift_delta), 0.0)
@@ -206,8 +224,16 @@ class EventEvidence(RowStatefulMixin):
 
         self._learn(fs, fore, zf, learn)
         self._learn(ds, daily, zd, learn & ~hold, anchor)
+        evidence = np.maximum(spike, shift)
+        loud = evidence >= cfg.high
+        if in_event is not None:
+            loud |= np.asarray(in_event, dtype=bool)
+        goes_on = loud & (b[:, 16] == b[:, 17]) & (b[:, 16] > 0)  # the previous value was loud too
+        b[:, 15] = np.where(loud & ~goes_on, ts, b[:, 15])
+        b[:, 16] = np.where(loud, ts, b[:, 16])
+        b[:, 17] = ts
         scatter(self.state["b"], rows, b)
-        return np.maximum(spike, shift), fired
+        return evidence, fired
 
 
 class RecordGate(RowStatefulMixin):

@@ -138,3 +138,27 @@ def test_with_range_scale_normal_daily_cycles_score_low_after_warm_up():
         late = scores.ts > start + 2 * DAY
         top = max(top, float(scores.score[late].max(initial=0.0)))
     assert top < 0.6
+
+
+@pytest.mark.parametrize("width", [5, 9, 10])
+def test_a_spike_never_opens_a_second_event_a_day_later(width):
+    """Yesterday's spike is no reference for today: the daily residual would otherwise show it again, inverted, as a
+    departure, and the level-shift test would fire on that echo, or (a 10-value spike fires a shift and the test rests
+    a day) restart its daily level on the echo and fire on the normal values after it (issue 16)."""
+    from streamrnn.records import ObservationBatch
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        t = 1_767_225_600.0 + 300.0 * np.arange(int(12 * DAY / 300))
+        x = 50 + 10 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 0.5, len(t))
+        at = int(6 * DAY / 300) + 40
+        x[at:at + width] += 40.0
+        pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
+        events = []
+        for start in range(0, len(t), 64):
+            rows = [("s", float(t[i]), float(x[i])) for i in range(start, min(len(t), start + 64))]
+            events.extend(pipeline.step(ObservationBatch.from_rows(rows)).events)
+        events.extend(pipeline.close_all())
+        opens = [(e.kind, (e.start - t[at]) / 3600) for e in events if e.action == "open"]
+        assert [kind for kind, _h in opens] == ["spike"], (seed, opens)
+        assert opens[0][1] == 0.0

@@ -89,3 +89,17 @@ def test_flatline_record_gate_quiets_regular_repeats_but_not_a_first_stuck_senso
     assert flagged_days == [True, False, False, False]
     plain = FlatlineDetector(min_run=12)
     assert all(any([plain.update(R0, np.array([v]))[0] > 0.9 for v in day]) for _ in range(4))
+
+
+def test_a_snapshot_from_before_the_loud_span_restores_with_none():
+    ev = EventEvidence(EvidenceConfig(warmup=5), capacity=2)
+    rows = np.array([0])
+    for i in range(20):
+        ev.update(rows, np.array([i * 60.0]), np.array([0.1 * (-1) ** i]), np.array([0.2 * (-1) ** i]))
+    snap = ev.snapshot(rows)
+    old = {"b": snap["b"][:, :16]}  # the block of the version before
+    fresh = EventEvidence(EvidenceConfig(warmup=5), capacity=2)
+    fresh.restore(np.array([1]), old)
+    restored = fresh.snapshot(np.array([1]))["b"]
+    np.testing.assert_array_equal(restored[:, :16], old["b"])
+    assert np.all(restored[:, 16:] == 0.0)
