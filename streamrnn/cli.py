@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, metavar="VALUES_PER_S",
                    help="with --kafka: values per second across all streams (default 0: as fast as possible)")
     p.add_argument("--realtime-start", action="store_true",
-                   help="with --kafka: shift event time (and the truth) so that the first value is now")
+                   help="with --kafka: shift event time (and the truth) so that the first value is now; pace it with "
+                   "--rate, since the daemon refuses timestamps more than input.max_future_s (1 day) ahead")
     p.add_argument("--bad-every", type=int, default=0, metavar="N",
                    help="with --kafka: after every N values, also produce one malformed record (dead-letter path)")
     p.add_argument("--bootstrap-timeout", type=float, default=10.0, metavar="SECONDS",
