@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
+from streamrnn.progress import progress
+
 from streamrnn import __version__
 from streamrnn.settings import ConfigError, Settings, load_settings, settings_as_toml
 
@@ -280,10 +282,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
             settings.coldstart.retrain_every,
             promote_margin=settings.retrain.promote_margin,
         )
-    report = replay(
-        args.input, args.output, pipeline, batch_size=settings.replay.batch_size, coldstart=coldstart,
-        windows_path=args.windows, skip_bad_rows=args.skip_bad_rows,
-    )
+    with progress(None, "replay", "values") as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = replay(
+            args.input, args.output, pipeline, batch_size=settings.replay.batch_size, coldstart=coldstart,
+            windows_path=args.windows, skip_bad_rows=args.skip_bad_rows, on_batch=advance,
+        )
     log.info("replay done", extra={"fields": {"values": report.values, "events": report.events,
                                               "seconds": round(report.seconds, 3)}})
     print(orjson.dumps(report.to_dict()).decode() if args.json else report.to_table())
@@ -293,8 +301,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streamrnn.evaluate import evaluate_directory
 
-    report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled,
-                                truth_path=args.truth)
+    with progress(None, "evaluate", "files") as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled,
+                                    truth_path=args.truth, on_file=advance)
     print(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json
           else report.to_table())
     return EXIT_OK
@@ -335,9 +349,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train: give an INPUT path or --synthetic N")
     inputs = series_inputs(raw, config.features, settings.normalizer.half_life, settings.normalizer.warmup)
     net_config = network_config(settings, config.features)
+    train_config = train_config_from_settings(settings)
+
+    def epoch_done(epoch: dict[str, Any]) -> None:
+        log.info("epoch", extra={"fields": epoch})
+        bar.update(1)
+
     try:
-        result = train(inputs, net_config, train_config_from_settings(settings),
-                       log=lambda epoch: log.info("epoch", extra={"fields": epoch}))
+        with progress(train_config.max_epochs, "train", "epochs") as bar:
+            result = train(inputs, net_config, train_config, log=epoch_done)
     except NotEnoughData as error:
         raise InputError(f"train: {source}: {error}") from None
     starts = [float(ts[0]) for ts, _ in raw if len(ts)]
@@ -379,11 +399,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         truth: list[Path] = []
         try:
-            report = produce_simulation(
-                sim, settings.kafka, settings.input, args.topic or settings.kafka.input_topics[0], rate=args.rate,
-                realtime=args.realtime_start, bad_every=args.bad_every, bootstrap_timeout_s=args.bootstrap_timeout,
-                on_start=lambda produced: truth.extend(write_truth(args.output, produced)),  # truth as produced
-            )
+            with progress(sim.n_values, "simulate", "values") as bar:
+                report = produce_simulation(
+                    sim, settings.kafka, settings.input, args.topic or settings.kafka.input_topics[0], rate=args.rate,
+                    realtime=args.realtime_start, bad_every=args.bad_every, bootstrap_timeout_s=args.bootstrap_timeout,
+                    on_start=lambda produced: truth.extend(write_truth(args.output, produced)),  # truth as produced
+                    on_progress=lambda sent: bar.update(sent - bar.n),
+                )
         except ProduceError as error:
             print(f"streamrnn: simulate: {error}", file=sys.stderr)
             return EXIT_FAILURE

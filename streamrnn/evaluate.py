@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -986,7 +986,7 @@ def load_results(results_dir: str | Path) -> tuple[dict[str, tuple[np.ndarray, n
 
 
 def load_results_with_kinds(
-    results_dir: str | Path,
+    results_dir: str | Path, on_file: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, list[str]]]]:
     """:func:`load_results` with each series' events as ``([m, 2] intervals, [m] kinds)``."""
     root = Path(results_dir)
@@ -998,7 +998,9 @@ def load_results_with_kinds(
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     origin: dict[str, Path] = {}
     events: dict[str, tuple[np.ndarray, list[str]]] = {}
-    for path in paths:
+    for done, path in enumerate(paths, start=1):
+        if on_file is not None:
+            on_file(done, len(paths))
         rel = path.relative_to(root).as_posix()
         found = read_results_csv(path, rel)
         for k in found:
@@ -1107,6 +1109,7 @@ def evaluate_directory(
     allow_unlabeled: bool = False,
     probation_fraction: float = PROBATION_FRACTION,
     truth_path: str | Path | None = None,
+    on_file: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
     """Evaluate every result series below ``results_dir`` against the windows file, or without one against the
     results' own ``label`` column (runs of labeled rows are the windows: SKAB's row labels, replayed).
@@ -1114,9 +1117,9 @@ def evaluate_directory(
     Every key of the windows file must have results. A result series without a key in the windows file is an error
     unless ``allow_unlabeled`` (then it has no windows: every detection in it is a false positive). ``truth_path``
     (``anomalies.json``, labels with kinds) adds per-kind event metrics (:func:`kind_metrics`). Row metrics count
-    rows inside events against rows inside windows.
+    rows inside events against rows inside windows. ``on_file(done, total)`` follows the reading of result files.
     """
-    series, records = load_results_with_kinds(results_dir)
+    series, records = load_results_with_kinds(results_dir, on_file)
     if windows_path is None:
         labels = load_result_labels(results_dir)
         windows = {k: windows_from_labels(series[k][0], labels[k]) for k in series}

@@ -24,6 +24,7 @@ import numpy as np
 from streamrnn.logs import capture_stray_errors
 from streamrnn.metrics import TrainerMetrics
 from streamrnn.model.registry import Decision, ModelRegistry
+from streamrnn.progress import progress
 from streamrnn.settings import Settings
 from streamrnn.state.checkpoint import CheckpointStore, DirectoryStore
 from streamrnn.training.drift import RetrainSchedule
@@ -141,12 +142,15 @@ class Trainer:
             data = self.gather(champion, version)
             self.metrics.training_streams.set(len(data.series))
 
-            def epoch_done(_record: dict[str, float]) -> None:
-                if self.stop_requested.is_set():
-                    raise Stopped()
+            with progress(self.train_config.max_epochs, "retrain", "epochs") as bar:
 
-            retrainer = Retrainer(self.net_config, self.train_config, self.policy)
-            outcome = retrainer.run(data, champion, version, trigger=trigger, on_epoch=epoch_done)
+                def epoch_done(_record: dict[str, float]) -> None:
+                    bar.update(1)
+                    if self.stop_requested.is_set():
+                        raise Stopped()
+
+                retrainer = Retrainer(self.net_config, self.train_config, self.policy)
+                outcome = retrainer.run(data, champion, version, trigger=trigger, on_epoch=epoch_done)
             if outcome.model is None:
                 outcome_label = "skipped"
                 log.info("retrain run skipped", extra={"fields": {"trigger": trigger,

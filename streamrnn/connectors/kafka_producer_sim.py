@@ -173,6 +173,7 @@ def produce_simulation(
     *,
     bootstrap_timeout_s: float = DEFAULT_BOOTSTRAP_TIMEOUT_S,
     on_start: Callable[[Simulation], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ProduceReport:
     """Produce every value of ``sim`` to ``topic``; flush; return the report.
 
@@ -181,7 +182,8 @@ def produce_simulation(
     first value is the wall time when producing starts (then with ``rate = streams / interval_s`` event time keeps pace
     with wall time). ``bad_every``: see the module docstring. ``producer``: an open KafkaProducer-like object (left
     open); by default one is created from ``kafka_settings`` and closed at the end. ``on_start`` is called with the
-    simulation as it will be produced (timestamps shifted) before the first record is sent.
+    simulation as it will be produced (timestamps shifted) before the first record is sent; ``on_progress`` with the
+    number of good values sent so far, every ``PACE_STEP_S`` worth of values.
     """
     if rate < 0:
         raise ValueError(f"rate must be >= 0, got {rate}")
@@ -258,6 +260,8 @@ def produce_simulation(
                             send(topic, value=bad_record(kind, streams[i], ts_list[i], values[i], input_settings),
                                  key=rec_keys[i], partition=rec_parts[i]).add_errback(failed)
                             report.bad_by_kind[kind] += 1
+                if on_progress is not None:
+                    on_progress(good)
             if failures:
                 break
         producer.flush()
