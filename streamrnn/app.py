@@ -65,7 +65,8 @@ _PROBE_TIMEOUT_MS = 3000
 _BROKER_STALE_S = 30.0
 _POLL_WARNING_EVERY_S = 10.0  # a failing poll() is logged at most this often (it is retried much more often)
 _REFUSED_LOG_EVERY_S = 10.0  # outputs the broker refused for good, and streams evicted for the bound: logged this often
-_FLUSH_STALL_S = 5.0  # a producer flush blocked this long means the broker is not answering (streamrnn_broker_up 0)
+_BOUND_SLACK = 100  # past state.max_streams, evict down to 99% of it
+_OUTPUT_STALL_S = 5.0  # a send or flush blocked this long means the broker is not answering (streamrnn_broker_up 0)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Daemon:
         self._awaiting_assignment_since: float | None = None
         self._evict_mark = 0  # the pipeline step of the last idle scan: streams seen after it are the active ones
         self._rewinds = 0
-        self._flushing_since: float | None = None
+        self._output_since: float | None = None  # set while the loop is inside a producer send or flush
         self._final_snapshot_ok = True
         self._next_log: dict[str, float] = {}
         now = clock()
@@ -173,10 +174,11 @@ class Daemon:
 
     def broker_reachable(self) -> bool:
         """What ``streamrnn_broker_up`` reports (read at scrape time, from any thread): the last probe or poll
-        answered, and no producer flush has been blocked for longer than a few seconds (a flush holds the loop, so
-        neither probe nor poll would notice an outage until it gives up)."""
-        flushing = self._flushing_since
-        if flushing is not None and self._clock() - flushing > _FLUSH_STALL_S:
+        answered, and no producer send or flush has been blocked for longer than a few seconds (either holds the
+        loop: a flush waits for acknowledgements, a send for buffer space or metadata; neither probe nor poll would
+        notice an outage until it gives up)."""
+        blocked = self._output_since
+        if blocked is not None and self._clock() - blocked > _OUTPUT_STALL_S:
             return False
         return self._broker_probe_ok
 
@@ -335,9 +337,20 @@ class Daemon:
             self._owner.update(zip(batch.stream.tolist(), tp_objects[tp_of_record[batch.source]].tolist()))
 
         futures: list[Any] = []
-        self._publish_events(result.events, futures)
-        self._publish_scores(result, futures)
-        self._dead_letter(flat, rejected + result.rejected, futures)
+        self._output_since = self._clock()
+        try:
+            self._publish_events(result.events, futures)
+            self._publish_scores(result, futures)
+            self._dead_letter(flat, rejected + result.rejected, futures)
+        except Exception as error:
+            # A send that gave up (no buffer space or metadata within kafka-python's max_block_ms: the broker is
+            # away) left this batch's outputs half sent: rewind, as for an output the broker never acknowledged.
+            if not getattr(error, "retriable", False):
+                raise
+            self._delivery_failed(error)
+            return result
+        finally:
+            self._output_since = None
         self._in_flight.append(_InFlight(offsets, futures))
         self._next_offset.update(offsets)
         self._bound_streams()
@@ -478,7 +491,7 @@ class Daemon:
 
     def _flush(self, timeout_s: float) -> bool:
         """Wait until every produced record is acknowledged; False when that did not happen in time."""
-        self._flushing_since = self._clock()
+        self._output_since = self._clock()
         try:
             self.producer.flush(timeout=timeout_s)
         except Exception as error:  # KafkaTimeoutError: the broker is not answering
@@ -486,7 +499,7 @@ class Daemon:
             self._broker_probe_ok = False
             return False
         finally:
-            self._flushing_since = None
+            self._output_since = None
         self._collect_acks()
         return not self._in_flight
 
@@ -683,11 +696,13 @@ class Daemon:
 
     def _bound_streams(self) -> None:
         """Keep at most ``state.max_streams`` streams: a producer that sends a new id with every record must not
-        exhaust the memory; the least recently seen go first."""
+        exhaust the memory; the least recently seen go first. Past the bound, 1% more go at once, so that a flood of
+        new ids costs one scan of the table per 1% of it, not one per batch."""
         bound = self.settings.state.max_streams
         excess = self.pipeline.n_streams - bound
         if bound <= 0 or excess <= 0:
             return
+        excess += bound // _BOUND_SLACK
         evicted = self._forget(self.pipeline.least_recently_seen(excess), "max_streams")
         if self._due("max_streams"):
             log.warning("more streams than state.max_streams; the least recently seen were evicted",

@@ -108,7 +108,7 @@ class DaemonMetrics:
         self.on_probation = Gauge("streamrnn_model_probation", "1 while a newly swapped model is judged on live "
                                   "values", registry=r)
         self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe or poll answered and no producer "
-                               "flush is stalled", registry=r)
+                               "send or flush is stalled", registry=r)
         self.up_since = Gauge("streamrnn_start_time_seconds", "Unix time the daemon started", registry=r)
         # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
         for trigger in RETRAIN_TRIGGERS:

@@ -104,6 +104,9 @@ def producer_kwargs(kafka: KafkaSettings, client_suffix: str = "producer") -> di
         "max_request_size": 4 * 1024 * 1024,
         "retries": 2**31 - 1,  # bounded by delivery_timeout_ms, not by a count
         "delivery_timeout_ms": 120_000,
+        # send() blocks while the buffer is full or a topic's metadata is missing (a broker outage): give up after
+        # this instead of kafka-python's 60 s, so the loop (and a SIGTERM's graceful stop) is never held longer.
+        "max_block_ms": 10_000,
     }
 
 

@@ -187,6 +187,21 @@ def start_daemon(tmp_path: Path, sections: dict[str, dict[str, Any]], name: str 
     return DaemonProcess(config, sections, tmp_path / f"{name}.log", env=env or {}).start()
 
 
+def run_until_committed(tmp_path: Path, sections: dict[str, dict[str, Any]], name: str,
+                        timeout: float = 180.0) -> DaemonProcess:
+    """Start a daemon, let it commit the end of its input topic, SIGTERM it (exit code 0 asserted); returns it."""
+    kafka = sections["kafka"]
+    daemon = start_daemon(tmp_path, sections, name)
+    try:
+        daemon.wait_ready()
+        wait_committed(kafka["bootstrap_servers"][0], kafka["group_id"], kafka["input_topics"][0], [daemon],
+                       timeout=timeout)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.ensure_dead()
+    return daemon
+
+
 def producer(bootstrap: str) -> Any:
     from kafka import KafkaProducer
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness import daemon_sections, json_values, read_topic, start_daemon, wait_committed
+from harness import daemon_sections, json_values, read_topic, run_until_committed
 
 from streamrnn.cli import main
 from streamrnn.coldstart import build_pipeline
@@ -33,13 +33,7 @@ def test_injected_anomalies_are_detected_end_to_end(kafka_broker, new_topic, tmp
                  "--length", str(LENGTH), "--seed", str(SEED)]) == 0
 
     sections = daemon_sections(bootstrap, topic, tmp_path / "state", kafka={"scores": "off"})
-    daemon = start_daemon(tmp_path, sections, "e2e")
-    try:
-        daemon.wait_ready()
-        wait_committed(bootstrap, sections["kafka"]["group_id"], topic, [daemon], timeout=120)
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.ensure_dead()
+    run_until_committed(tmp_path, sections, "e2e", timeout=120)
     events = json_values(read_topic(bootstrap, f"{topic}.events"))
     opened = {e["event_id"]: e for e in events if e["action"] == "open"}
     assert opened, "no event at all"

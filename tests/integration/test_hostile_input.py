@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from harness import daemon_sections, json_values, read_topic, start_daemon, wait_committed
+from harness import (
+    daemon_sections,
+    json_values,
+    read_topic,
+    run_until_committed,
+    start_daemon,
+    wait_committed,
+)
 from kafka import KafkaProducer
 
 from streamrnn.simulate import SimulationConfig, generate, iter_observations
@@ -70,13 +77,7 @@ def _scores(bootstrap: str, topic: str, minimum: int) -> dict[tuple[str, float],
 
 def _run_until_committed(tmp_path: Path, bootstrap: str, topic: str, name: str, **overrides) -> None:
     sections = daemon_sections(bootstrap, topic, tmp_path / f"state-{name}", **overrides)
-    daemon = start_daemon(tmp_path, sections, name)
-    try:
-        daemon.wait_ready()
-        wait_committed(bootstrap, sections["kafka"]["group_id"], topic, [daemon], timeout=180)
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.ensure_dead()
+    daemon = run_until_committed(tmp_path, sections, name)
     assert all(line.startswith("{") for line in daemon.log_path.read_text().splitlines()), daemon.log_tail()
 
 
@@ -149,7 +150,7 @@ def test_an_outage_with_outputs_in_flight_shows_in_broker_up_and_sigterm_reports
     p.flush(120)
     p.close()
     sections = daemon_sections(bootstrap, topic, tmp_path / "state", kafka={"poll_max_records": 500},
-                               checkpoint={"interval_s": 0.5}, daemon={"shutdown_timeout_s": 24.0})
+                               checkpoint={"interval_s": 0.5}, daemon={"shutdown_timeout_s": 40.0})
     daemon = start_daemon(tmp_path, sections, "outage")
     try:
         daemon.wait_ready()
@@ -163,7 +164,7 @@ def test_an_outage_with_outputs_in_flight_shows_in_broker_up_and_sigterm_reports
                 time.sleep(0.5)
             assert up == 0, daemon.log_tail()
             assert daemon.http("/readyz")[0] == 503
-            exit_code = daemon.stop(timeout=40)
+            exit_code = daemon.stop(timeout=60)
         assert exit_code == 1, daemon.log_tail()
     finally:
         daemon.ensure_dead()
