@@ -715,8 +715,17 @@ class Daemon:
             self._owner.pop(stream, None)
         if events:
             futures: list[Any] = []
-            self._publish_events(events, futures)
-            self._in_flight.append(_InFlight({}, futures))
+            self._output_since = self._clock()
+            try:
+                self._publish_events(events, futures)
+            except Exception as error:  # a send that gave up: the broker is away (see process)
+                if not getattr(error, "retriable", False):
+                    raise
+                self._delivery_failed(error)
+            else:
+                self._in_flight.append(_InFlight({}, futures))
+            finally:
+                self._output_since = None
         self.metrics.evicted_streams.labels(reason).inc(len(evicted))
         return len(evicted)
 

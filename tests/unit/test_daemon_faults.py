@@ -95,6 +95,28 @@ def test_a_send_that_gives_up_during_an_outage_rewinds_instead_of_ending_the_dae
     assert not daemon._in_flight and daemon.pipeline.n_streams == 0
 
 
+def test_closing_the_events_of_evicted_streams_during_an_outage_does_not_end_the_daemon(tmp_path):
+    class BlockedProducer(Producer):
+        blocked = False
+
+        def send(self, topic, key=None, value=None, headers=None):
+            if self.blocked:
+                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
+            return super().send(topic, key, value, headers)
+
+    producer = BlockedProducer()
+    daemon, metrics = daemon_with(tmp_path, producer, STREAMRNN_STATE__MAX_STREAMS="1")
+    records = Records()
+    rng = np.random.default_rng(0)
+    daemon.process(records.batch([(0, b"a", value("a", T0 + 60 * k, float(rng.normal()))) for k in range(400)]))
+    daemon.process(records.batch([(0, b"a", value("a", T0 + 60 * 400, 50.0))]))  # a spike: an event opens
+    assert daemon.pipeline.open_events() == 1
+    producer.blocked = True
+    daemon._forget(["a"], "max_streams")  # its close event cannot be sent
+    assert sample(metrics, "streamrnn_delivery_failures_total") == 1
+    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+
+
 def test_one_stream_with_a_wild_clock_does_not_evict_the_others(tmp_path):
     daemon, metrics = daemon_with(tmp_path, Producer(), wall=T0 + 400 * 86400.0)
     records = Records()
