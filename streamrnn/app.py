@@ -336,22 +336,13 @@ class Daemon:
                 tp_objects[i] = tp
             self._owner.update(zip(batch.stream.tolist(), tp_objects[tp_of_record[batch.source]].tolist()))
 
-        futures: list[Any] = []
-        self._output_since = self._clock()
-        try:
+        def publish(futures: list[Any]) -> None:
             self._publish_events(result.events, futures)
             self._publish_scores(result, futures)
             self._dead_letter(flat, rejected + result.rejected, futures)
-        except Exception as error:
-            # A send that gave up (no buffer space or metadata within kafka-python's max_block_ms: the broker is
-            # away) left this batch's outputs half sent: rewind, as for an output the broker never acknowledged.
-            if not getattr(error, "retriable", False):
-                raise
-            self._delivery_failed(error)
+
+        if not self._publish(publish, offsets):
             return result
-        finally:
-            self._output_since = None
-        self._in_flight.append(_InFlight(offsets, futures))
         self._next_offset.update(offsets)
         self._bound_streams()
 
@@ -401,13 +392,15 @@ class Daemon:
             record = flat[int(item.source)]
             headers = dead_letter_headers(item.reason, item.detail, record.topic, record.partition, record.offset,
                                           record.timestamp)
-            key, value, fitted = fit_dead_letter(_as_bytes(record.key), _as_bytes(record.value), headers, max_bytes)
+            key, value, fitted = fit_dead_letter(record.key, record.value, headers, max_bytes)
             if len(fitted) > len(headers):
                 self.metrics.dead_letters_truncated.inc()
             try:
                 futures.append(self.producer.send(self._dead_letter_topic, key=key, value=value, headers=fitted))
-            except Exception as error:  # refused before sending (too large for the producer, a closed producer...)
-                self._refused("dead_letter", error)
+            except Exception as error:
+                if getattr(error, "retriable", False):  # the broker is away: rewind (see _publish)
+                    raise
+                self._refused("dead_letter", error)  # refused before sending, for good (too large for the producer)
             self.metrics.values_dropped.labels(item.reason).inc()
         self.metrics.dead_lettered.inc(len(rejected))
         self.stats.dead_lettered += len(rejected)
@@ -432,6 +425,25 @@ class Daemon:
                 return
             self._acked.update(head.offsets)
             self._in_flight.popleft()
+
+    def _publish(self, send: Callable[[list[Any]], None], offsets: dict[Any, int]) -> bool:
+        """Run ``send`` (which produces records and collects their futures) and track its outputs with the input
+        ``offsets`` they cover. A send that gives up (no buffer space or metadata within the producer's
+        max_block_ms: the broker is away) leaves the outputs half sent: every partition rewinds, as for an output the
+        broker never acknowledged, and False is returned."""
+        futures: list[Any] = []
+        self._output_since = self._clock()
+        try:
+            send(futures)
+        except Exception as error:
+            if not getattr(error, "retriable", False):
+                raise
+            self._delivery_failed(error)
+            return False
+        finally:
+            self._output_since = None
+        self._in_flight.append(_InFlight(offsets, futures))
+        return True
 
     def _output_of(self, future: Any) -> str:
         topic = getattr(getattr(getattr(future, "_produce_future", None), "topic_partition", None), "topic", None)
@@ -714,18 +726,7 @@ class Daemon:
         for stream in evicted:
             self._owner.pop(stream, None)
         if events:
-            futures: list[Any] = []
-            self._output_since = self._clock()
-            try:
-                self._publish_events(events, futures)
-            except Exception as error:  # a send that gave up: the broker is away (see process)
-                if not getattr(error, "retriable", False):
-                    raise
-                self._delivery_failed(error)
-            else:
-                self._in_flight.append(_InFlight({}, futures))
-            finally:
-                self._output_since = None
+            self._publish(lambda futures: self._publish_events(events, futures), {})
         self.metrics.evicted_streams.labels(reason).inc(len(evicted))
         return len(evicted)
 
@@ -758,14 +759,6 @@ class Daemon:
         log.info("stopped", extra={"fields": {"batches": s.batches, "records": s.records, "scored": s.scored,
                                               "events": s.events, "dead_lettered": s.dead_lettered,
                                               "snapshots": s.snapshots}})
-
-
-def _as_bytes(raw: Any) -> bytes | None:
-    if raw is None or type(raw) is bytes:
-        return raw
-    if isinstance(raw, str):
-        return raw.encode("utf-8", "replace")
-    return bytes(raw)
 
 
 def _commit_map(offsets: dict[Any, int]) -> dict[Any, Any]:

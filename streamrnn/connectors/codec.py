@@ -543,12 +543,13 @@ def dead_letter_headers(
 
 
 def fit_dead_letter(
-    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int
+    key: Any, value: Any, headers: list[tuple[str, bytes]], max_bytes: int
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """Cut a dead letter to at most ``max_bytes`` (key, value and headers together) so the dead-letter topic takes
     it: a record its input topic accepted can exceed the dead-letter topic's limit once the headers are added, and a
     dead letter the broker refuses must not stop the partition. The value keeps its first bytes and the
-    :data:`ORIGINAL_SIZE_HEADER` header gives its original size; the key is cut only if it alone does not fit.
+    :data:`ORIGINAL_SIZE_HEADER` header gives its original size; the key is cut only if it alone does not fit. The key
+    and value are a record's as they came (bytes, or anything :func:`_raw_bytes` takes).
 
     >>> key, value, headers = fit_dead_letter(b"k", b"x" * 5000, [("streamrnn.reason", b"too_large")], 4096)
     >>> len(value) + len(key) + sum(len(n) + len(v) for n, v in headers) <= 4096, headers[-1]
@@ -559,6 +560,7 @@ def fit_dead_letter(
     def size_of(part: bytes | None) -> int:
         return 0 if part is None else len(part)
 
+    key, value = _raw_bytes(key), _raw_bytes(value)
     header_bytes = sum(len(name.encode()) + len(text) for name, text in headers)
     if size_of(key) + size_of(value) + header_bytes <= max_bytes:
         return key, value, headers

@@ -95,6 +95,26 @@ def test_a_send_that_gives_up_during_an_outage_rewinds_instead_of_ending_the_dae
     assert not daemon._in_flight and daemon.pipeline.n_streams == 0
 
 
+def test_a_dead_letter_whose_send_gives_up_during_an_outage_is_rewound_not_dropped(tmp_path):
+    class BlockedProducer(Producer):
+        blocked = False
+
+        def send(self, topic, key=None, value=None, headers=None):
+            if self.blocked and topic.endswith("dead-letter"):
+                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
+            return super().send(topic, key, value, headers)
+
+    producer = BlockedProducer()
+    daemon, metrics = daemon_with(tmp_path, producer)
+    records = Records()
+    daemon.process(records.batch([(0, b"a", value("a", T0))]))
+    producer.blocked = True
+    daemon.process(records.batch([(0, b"a", b"{not json")]))
+    assert sample(metrics, "streamrnn_delivery_failures_total") == 1  # replayed from the snapshot later
+    assert sample(metrics, "streamrnn_output_records_refused_total", output="dead_letter") == 0
+    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+
+
 def test_closing_the_events_of_evicted_streams_during_an_outage_does_not_end_the_daemon(tmp_path):
     class BlockedProducer(Producer):
         blocked = False
