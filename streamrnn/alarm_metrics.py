@@ -95,22 +95,34 @@ class EventQuality:
         return out
 
 
+def overlaps(windows: np.ndarray, detections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ``[k, 2]`` windows and ``[m, 2]`` detections (start, end) of one series: which windows some detection
+    overlaps, which detections overlap some window, and the delay of each hit window (its first overlapping
+    detection's start minus the window's start, 0 if earlier).
+
+    >>> hit, true, delays = overlaps(np.array([[100.0, 200.0], [500.0, 600.0]]), np.array([[150.0, 160.0]]))
+    >>> hit.tolist(), true.tolist(), delays.tolist()
+    ([True, False], [True], [50.0])
+    """
+    win = np.asarray(windows, dtype=np.float64).reshape(-1, 2)
+    det = np.asarray(detections, dtype=np.float64).reshape(-1, 2)
+    overlap = (det[None, :, 0] <= win[:, None, 1]) & (det[None, :, 1] >= win[:, None, 0])
+    hit = overlap.any(axis=1)
+    first = np.where(overlap, det[None, :, 0], np.inf).min(axis=1, initial=np.inf)[hit]
+    return hit, overlap.any(axis=0), np.maximum(first - win[hit, 0], 0.0)
+
+
 def _one(name: str, keys: Sequence[str], windows: Mapping[str, np.ndarray], events: Mapping[str, np.ndarray],
          spans_s: Mapping[str, float]) -> EventQuality:
     n_win = n_hit = n_ev = n_true = 0
     delays: list[float] = []
     for key in keys:
-        win = np.asarray(windows.get(key, _NO_INTERVALS), dtype=np.float64).reshape(-1, 2)
-        ev = np.asarray(events.get(key, _NO_INTERVALS), dtype=np.float64).reshape(-1, 2)
-        overlap = (ev[None, :, 0] <= win[:, None, 1]) & (ev[None, :, 1] >= win[:, None, 0])
-        hit = overlap.any(axis=1)
-        if hit.any():
-            first = np.where(overlap, ev[None, :, 0], np.inf).min(axis=1)[hit]
-            delays.extend(np.maximum(first - win[hit, 0], 0.0).tolist())
-        n_win += len(win)
+        hit, true, delay = overlaps(windows.get(key, _NO_INTERVALS), events.get(key, _NO_INTERVALS))
+        delays.extend(delay.tolist())
+        n_win += len(hit)
         n_hit += int(hit.sum())
-        n_ev += len(ev)
-        n_true += int(overlap.any(axis=0).sum())
+        n_ev += len(true)
+        n_true += int(true.sum())
     days = sum(max(0.0, float(spans_s.get(k, 0.0))) for k in keys) / _DAY_S
     return EventQuality(name, len(keys), n_win, n_hit, n_ev, n_true, days, tuple(delays))
 

@@ -48,6 +48,7 @@ from streamrnn.alarm_metrics import (
     RowQuality,
     best_row_threshold,
     event_quality,
+    overlaps,
     row_quality,
     rows_in_events,
 )
@@ -510,14 +511,9 @@ def window_metrics(windows: Mapping[str, np.ndarray], detections: Mapping[str, n
     """
     per_series, delays = [], []
     for key, win in windows.items():
-        win = np.asarray(win, dtype=np.float64).reshape(-1, 2)
-        det = np.asarray(detections.get(key, _EMPTY_WINDOWS), dtype=np.float64).reshape(-1, 2)
-        overlap = (det[None, :, 0] <= win[:, None, 1]) & (det[None, :, 1] >= win[:, None, 0])
-        hit = overlap.any(axis=1)
-        if hit.any():
-            first_start = np.where(overlap, det[None, :, 0], np.inf).min(axis=1)[hit]
-            delays.append(np.maximum(first_start - win[hit, 0], 0.0))
-        per_series.append(SeriesWindowCounts(key, len(win), int(hit.sum()), len(det), int(overlap.any(axis=0).sum())))
+        hit, true, delay = overlaps(win, detections.get(key, _EMPTY_WINDOWS))
+        delays.append(delay)
+        per_series.append(SeriesWindowCounts(key, len(hit), int(hit.sum()), len(true), int(true.sum())))
     n_win = sum(c.windows for c in per_series)
     n_hit = sum(c.detected for c in per_series)
     n_det = sum(c.detections for c in per_series)
