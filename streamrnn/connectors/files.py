@@ -73,32 +73,44 @@ class SeriesFile:
         return len(self.ts)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a CSV input file's header line says: its separator and which columns hold what."""
+
+    delimiter: str
+    header: list[str]
+    long_format: bool
+    value_columns: list[int]
+    label_at: int | None
+
+
+def _layout(path: Path, first_line: str) -> _Layout:
+    """The layout of ``path`` from its header line (see the module docstring); InputError when it is none."""
+    delimiter = ";" if ";" in first_line and "," not in first_line else ","
+    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter), [])]
+    if not header:
+        raise InputError(f"{path}: empty file (expected a header line)")
+    lower = [h.lower() for h in header]
+    if lower[:2] == ["stream", "timestamp"] and len(lower) >= 3:
+        return _Layout(delimiter, header, True, list(range(2, len(header))), None)
+    if lower[0] in ("timestamp", "datetime") and len(lower) >= 2 and "stream" not in lower:
+        value_columns = [j for j in range(1, len(header)) if lower[j] not in (LABEL_COLUMN, *IGNORED_COLUMNS)]
+        if not value_columns:
+            raise InputError(f"{path}:1: header {header!r} names no value column")
+        return _Layout(delimiter, header, False, value_columns,
+                       lower.index(LABEL_COLUMN) if LABEL_COLUMN in lower else None)
+    raise InputError(
+        f"{path}:1: header {header!r} is neither 'timestamp,value[,...]' nor 'stream,timestamp,value[,...]'"
+    )
+
+
 def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> SeriesFile:
     """Read a NAB-style or long-format CSV; raise InputError on a bad row unless ``skip_bad_rows``."""
     with path.open(newline="") as handle:
-        first_line = handle.readline()
-        handle.seek(0)
-        delimiter = ";" if ";" in first_line and "," not in first_line else ","
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise InputError(f"{path}: empty file (expected a header line)") from None
-        lower = [h.lower() for h in header]
-        label_at = None
-        if lower[:2] == ["stream", "timestamp"] and len(lower) >= 3:
-            long_format = True
-            value_columns = list(range(2, len(header)))
-        elif lower[0] in ("timestamp", "datetime") and len(lower) >= 2 and "stream" not in lower:
-            long_format = False
-            label_at = lower.index(LABEL_COLUMN) if LABEL_COLUMN in lower else None
-            value_columns = [j for j in range(1, len(header)) if lower[j] not in (LABEL_COLUMN, *IGNORED_COLUMNS)]
-            if not value_columns:
-                raise InputError(f"{path}:1: header {header!r} names no value column")
-        else:
-            raise InputError(
-                f"{path}:1: header {header!r} is neither 'timestamp,value[,...]' nor 'stream,timestamp,value[,...]'"
-            )
+        layout = _layout(path, handle.readline())
+        reader = csv.reader(handle, delimiter=layout.delimiter)
+        header, long_format = layout.header, layout.long_format
+        value_columns, label_at = layout.value_columns, layout.label_at
         value_names = [header[j] for j in value_columns]
         width = len(header)
         first_value = 2 if long_format else 1
@@ -162,12 +174,7 @@ def read_series_file(path: Path, key: str, skip_bad_rows: bool = False) -> Serie
 def read_width(path: Path) -> int:
     """Values per row of a CSV input file, from its header alone (see :func:`read_series_file`)."""
     with path.open(newline="") as handle:
-        first_line = handle.readline()
-    delimiter = ";" if ";" in first_line and "," not in first_line else ","
-    lower = [h.strip().lower() for h in next(csv.reader([first_line], delimiter=delimiter), [])]
-    if lower[:2] == ["stream", "timestamp"]:
-        return max(1, len(lower) - 2)
-    return max(1, sum(1 for h in lower[1:] if h not in (LABEL_COLUMN, *IGNORED_COLUMNS)))
+        return len(_layout(path, handle.readline()).value_columns)
 
 
 def find_csv_files(root: Path) -> list[tuple[Path, str]]:
