@@ -17,9 +17,8 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from streamrnn.progress import progress
-
 from streamrnn import __version__
+from streamrnn.progress import follow, progress
 from streamrnn.settings import ConfigError, Settings, load_settings, settings_as_toml
 
 log = logging.getLogger("streamrnn.cli")
@@ -283,14 +282,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             promote_margin=settings.retrain.promote_margin,
         )
     with progress(None, "replay", "values") as bar:
-
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
         report = replay(
             args.input, args.output, pipeline, batch_size=settings.replay.batch_size, coldstart=coldstart,
-            windows_path=args.windows, skip_bad_rows=args.skip_bad_rows, on_batch=advance,
+            windows_path=args.windows, skip_bad_rows=args.skip_bad_rows, on_batch=follow(bar),
         )
     log.info("replay done", extra={"fields": {"values": report.values, "events": report.events,
                                               "seconds": round(report.seconds, 3)}})
@@ -302,13 +296,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from streamrnn.evaluate import evaluate_directory
 
     with progress(None, "evaluate", "files") as bar:
-
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
         report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled,
-                                    truth_path=args.truth, on_file=advance)
+                                    truth_path=args.truth, on_file=follow(bar))
     print(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json
           else report.to_table())
     return EXIT_OK
@@ -400,11 +389,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         truth: list[Path] = []
         try:
             with progress(sim.n_values, "simulate", "values") as bar:
+                advance = follow(bar)
                 report = produce_simulation(
                     sim, settings.kafka, settings.input, args.topic or settings.kafka.input_topics[0], rate=args.rate,
                     realtime=args.realtime_start, bad_every=args.bad_every, bootstrap_timeout_s=args.bootstrap_timeout,
                     on_start=lambda produced: truth.extend(write_truth(args.output, produced)),  # truth as produced
-                    on_progress=lambda sent: bar.update(sent - bar.n),
+                    on_progress=lambda sent: advance(sent, sim.n_values),
                 )
         except ProduceError as error:
             print(f"streamrnn: simulate: {error}", file=sys.stderr)

@@ -7,8 +7,8 @@ no clients, threads or files: it takes an :class:`~streamrnn.records.Observation
 Per value, in this order (causal: a value is scored before anything learns from it):
 
 1. reject it if its timestamp is not after the stream's last one (duplicate / out of order), leaps more than
-   ``max_jump_s`` past it (:mod:`streamrnn.state.clock`) or its target is not finite; a gap longer than ``gap_intervals`` usual intervals opens and closes a ``gap`` event, a longer one
-   (``reset_gap_intervals``) resets the stream's hidden state (an independent sequence starts);
+   ``max_jump_s`` past it (:mod:`streamrnn.state.clock`) or its target is not finite; a gap longer than
+   ``gap_intervals`` usual intervals opens and closes a ``gap`` event, a longer one (``reset_gap_intervals``) resets the stream's hidden state (an independent sequence starts);
 2. the residual between the value and the forecast made ``horizon`` steps earlier, in units of the stream's scale,
    is scored by the residual scorer (0 while warming up);
 3. values scoring at or above ``learn_below`` do not update the normalizer and scorer statistics, unless such
@@ -236,7 +236,7 @@ class Pipeline:
         # The step that last saw each row (process order, not event time): the least recently seen streams are
         # evicted first when the stream count is bounded, and eviction judges idleness among the recently seen.
         # Not part of a snapshot: a restored stream counts as seen when restored.
-        self._seen = np.zeros(cap, dtype=np.int64)
+        self._activity = RowArrays({"seen": ((), "int64", 0)}, cap)
         self.steps = 0
         self._row_stages = [
             ("table", self.table),
@@ -276,9 +276,7 @@ class Pipeline:
             stage.ensure_capacity(n_rows)
         self.stepper.ensure_capacity(n_rows)
         self._mark = np.full(self.table.capacity, -1, dtype=np.int64)
-        seen = np.zeros(self.table.capacity, dtype=np.int64)
-        seen[: len(self._seen)] = self._seen
-        self._seen = seen
+        self._activity.ensure_capacity(n_rows)
 
     def _reset_rows(self, rows: np.ndarray) -> None:
         """Fresh state for rows just assigned to new streams (the table resets its own part)."""
@@ -331,7 +329,7 @@ class Pipeline:
             if len(new_rows):
                 self._reset_rows(new_rows)
             self.steps += 1
-            self._seen[rows[good]] = self.steps
+            self._activity["seen"][rows[good]] = self.steps
 
         out_score = np.zeros(n)
         out_forecast = np.full(n, np.nan)
@@ -663,7 +661,7 @@ class Pipeline:
         if len(rows) == 0:
             return []
         last = self.table.state["last_ts"][rows]
-        active = last[(self._seen[rows] > since_step) & np.isfinite(last)]
+        active = last[(self._activity["seen"][rows] > since_step) & np.isfinite(last)]
         if len(active) == 0:
             return []
         clock = float(np.partition(active, (len(active) - 1) // 2)[(len(active) - 1) // 2])
@@ -676,7 +674,7 @@ class Pipeline:
             return []
         rows = np.fromiter((r for _s, r in pairs), dtype=np.int64, count=len(pairs))
         n = min(n, len(rows))
-        order = np.argsort(self._seen[rows], kind="stable")[:n]
+        order = np.argsort(self._activity["seen"][rows], kind="stable")[:n]
         return [pairs[i][0] for i in order.tolist()]
 
     def drop(self, streams: list[str]) -> None:
@@ -722,7 +720,7 @@ class Pipeline:
             return
         rows = self.table.assign_rows(streams)
         self._ensure_capacity(self.table.capacity)
-        self._seen[rows] = self.steps
+        self._activity["seen"][rows] = self.steps
         stages = snapshot["stages"]
         for name, stage in self._row_stages:
             if name not in stages:  # a snapshot from an older version without this stage: it starts fresh

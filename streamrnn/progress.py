@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -35,6 +35,17 @@ def wanted(stream: IO[str]) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+def follow(bar: tqdm) -> Callable[[int, int], None]:
+    """A ``(done, total)`` callback that moves ``bar`` to ``done`` of ``total`` (for loops that report absolute
+    progress, such as replay's ``on_batch``)."""
+
+    def advance(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return advance
 
 
 @contextmanager

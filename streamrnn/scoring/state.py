@@ -41,6 +41,10 @@ _RIDGE = 0.05  # share of each variance added to the diagonal: correlated sensor
 _FLOOR = 1e-6  # variance floor, relative to the squared mean: a constant sensor still has a unit
 
 
+def _variance_floor(mean: np.ndarray) -> np.ndarray:
+    return _FLOOR * np.maximum(np.abs(mean), 1e-3) ** 2
+
+
 def chi2_quantile(p: float, dof: int) -> float:
     """Upper ``p`` quantile of the chi-square distribution (Wilson-Hilferty; within a few % for ``dof`` >= 2).
 
@@ -112,8 +116,8 @@ class StateChannel(RowStatefulMixin):
         t2 = np.full(m, np.nan)
         if ready.any():
             variance = np.diagonal(cov[ready], axis1=1, axis2=2)
-            floor = _FLOOR * np.maximum(np.abs(mean[ready]), 1e-3) ** 2
-            regular = cov[ready] + np.einsum("ij,jk->ijk", _RIDGE * variance + floor, np.eye(cfg.n_values))
+            regular = cov[ready] + np.einsum("ij,jk->ijk", _RIDGE * variance + _variance_floor(mean[ready]),
+                                             np.eye(cfg.n_values))
             solved = np.linalg.solve(regular, d[ready][:, :, None])[:, :, 0]
             t2[ready] = np.einsum("ij,ij->i", d[ready], solved)
         evidence = np.where(ready, np.minimum(1.0, cfg.high * np.nan_to_num(t2) / self.threshold), 0.0)
@@ -137,7 +141,7 @@ class StateChannel(RowStatefulMixin):
         d = self.state["smooth"][rows] - self.state["mean"][rows]
         mean = self.state["mean"][rows]
         variance = np.diagonal(self.state["cov"][rows], axis1=1, axis2=2)
-        z = np.abs(d) / np.sqrt(variance + _FLOOR * np.maximum(np.abs(mean), 1e-3) ** 2)
+        z = np.abs(d) / np.sqrt(variance + _variance_floor(mean))
         z = np.nan_to_num(z)
         out = []
         for row_z in z:
