@@ -135,6 +135,9 @@ class Daemon:
         self._rewinds = 0
         self._output_since: float | None = None  # set while the loop is inside a producer send or flush
         self._final_snapshot_ok = True
+        # Partitions rewound to their snapshot (state since it dropped) and not yet restored: a shutdown now leaves
+        # them at that older snapshot, which is not a clean exit.
+        self._rewound: set[Any] = set()
         self._next_log: dict[str, float] = {}
         now = clock()
         self._next_commit = now
@@ -470,6 +473,7 @@ class Daemon:
         self.metrics.delivery_failures.inc()
         self._rewinds += 1
         partitions = set(self._next_offset)
+        self._rewound |= partitions
         self._in_flight.clear()
         self._release(partitions, save=False, why="rewound")
         self._queue_restore(partitions)
@@ -658,6 +662,7 @@ class Daemon:
                 initial.append(tp)
                 source = "empty"
             self._pending_assign.discard(tp)
+            self._rewound.discard(tp)
             self.consumer.resume(tp)
             self.metrics.restores.labels(source).inc()
         # A partition without a snapshot gets one at once (its empty state at its starting offset), so a crash
@@ -735,10 +740,11 @@ class Daemon:
         log.info("shutting down", extra={"fields": {"partitions": len(self._next_offset)}})
         owned = sorted(self._next_offset)
         offsets = self._save(owned)
-        if owned and not offsets:
+        unsaved = (set(owned) if owned and not offsets else set()) | (self._rewound & self._pending_assign)
+        if unsaved:
             self._final_snapshot_ok = False
             log.error("final snapshot not saved; the next start resumes from the last saved snapshot",
-                      extra={"fields": {"partitions": len(owned)}})
+                      extra={"fields": {"partitions": len(unsaved)}})
         if offsets:
             try:
                 self.consumer.commit(_commit_map(offsets), timeout_ms=int(self.settings.daemon.shutdown_timeout_s

@@ -215,6 +215,50 @@ def test_a_shutdown_that_cannot_snapshot_is_not_reported_clean(tmp_path):
     assert not daemon.final_snapshot_saved
 
 
+def test_a_shutdown_right_after_a_rewind_is_not_reported_clean(tmp_path):
+    # SIGTERM while a send is blocked in an outage: the send gives up, every partition rewinds (its state since
+    # the last snapshot dropped, waiting to be restored), and then the shutdown finds nothing owned to snapshot.
+    class BlockedProducer(Producer):
+        blocked = False
+
+        def send(self, topic, key=None, value=None, headers=None):
+            if self.blocked:
+                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
+            return super().send(topic, key, value, headers)
+
+    producer = BlockedProducer()
+    daemon, _metrics = daemon_with(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
+    records = Records()
+    daemon.process(records.batch([(0, b"a", value("a", T0))]))
+    producer.blocked = True
+    daemon.process(records.batch([(0, b"a", value("a", T0 + 60))]))
+    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+    daemon._shutdown()
+    assert not daemon.final_snapshot_saved
+
+
+def test_a_shutdown_after_a_rewind_was_restored_is_clean(tmp_path):
+    class BlockedProducer(Producer):
+        blocked = False
+
+        def send(self, topic, key=None, value=None, headers=None):
+            if self.blocked:
+                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
+            return super().send(topic, key, value, headers)
+
+    producer = BlockedProducer()
+    daemon, _metrics = daemon_with(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
+    records = Records()
+    daemon.process(records.batch([(0, b"a", value("a", T0))]))
+    producer.blocked = True
+    daemon.process(records.batch([(0, b"a", value("a", T0 + 60))]))
+    producer.blocked = False  # the broker is back: the partition is restored from its snapshot
+    daemon._restore_pending()
+    assert not daemon._pending_assign
+    daemon._shutdown()
+    assert daemon.final_snapshot_saved
+
+
 @pytest.mark.parametrize("records_per_poll", [1, 3, 1000])
 def test_dead_letters_and_scores_do_not_depend_on_poll_size(tmp_path, records_per_poll):
     """The same input, cut into polls of any size, gives the same dead letters and the same scored values."""
