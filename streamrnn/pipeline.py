@@ -46,6 +46,7 @@ from streamrnn.model.network import ForecastNet
 from streamrnn.model.stepper import ModelStepper
 from streamrnn.records import EVENT_KINDS, Event, ObservationBatch, Rejected, ScoreBatch, StepResult
 from streamrnn.rowstate import RowArrays
+from streamrnn.scoring.band import ExpectedBand
 from streamrnn.scoring.channels import ChannelConfig, ScoreChannels
 from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
@@ -92,6 +93,7 @@ class PipelineConfig:
     level_shift_hold_s: float = 86400.0
     spike_z: float = 4.0
     state_alpha: float = 2e-4  # the multivariate state channel's false-alarm probability per value (2+ values)
+    band_coverage: float = 0.99  # share of a stream's normal values its expected band is fitted to hold
     record_half_life: float = 1000.0
     record_margin: float = 1.2
     idle_ttl_s: float = 7 * 86400.0
@@ -162,6 +164,7 @@ class PipelineConfig:
             level_shift_hold_s=s.events.level_shift_hold_s,
             spike_z=s.events.spike_z,
             state_alpha=s.events.state_alpha,
+            band_coverage=s.scoring.band_coverage,
             record_half_life=s.events.record_half_life,
             record_margin=s.events.record_margin,
             idle_ttl_s=s.state.idle_ttl_s,
@@ -218,6 +221,9 @@ class Pipeline:
         self._detectors = [d for d in (self.residual_events, self.flatline_events, self.state_events) if d is not None]
         self.history = HistoryBuffer(config.history_size, n_values, cap)
         n_targets = len(config.targets)
+        self.band = ExpectedBand(n_targets, config.band_coverage, warmup=config.scoring_warmup, capacity=cap)
+        # Each residual event's targets (value, forecast, lower, upper) at its peak so far: what its events report.
+        self._peak_band = RowArrays({"at_peak": ((n_targets, 4), "float64", np.nan)}, cap)
         self.combiner = None if config.combiner is None else ForecastCombiner(
             config.combiner, n_targets, config.horizon, cap)
         self.own = RowArrays(
@@ -243,6 +249,7 @@ class Pipeline:
             ("clock_guard", self.clock_guard),
             ("normalizer", self.normalizer),
             ("scorer", self.scorer),
+            ("band", self.band),
             *([("channels", self.channels)] if self.channels is not None else []),
             ("event_evidence", self.event_evidence),
             ("flatline", self.flatline),
@@ -254,6 +261,7 @@ class Pipeline:
             ("history", self.history),
             *([("combiner", self.combiner)] if self.combiner is not None else []),
             ("own", self.own),
+            ("peak_band", self._peak_band),
         ]
         for _name, stage in self._row_stages:
             stage.ensure_capacity(cap)
@@ -331,28 +339,27 @@ class Pipeline:
             self.steps += 1
             self._activity["seen"][rows[good]] = self.steps
 
-        out_score = np.zeros(n)
-        out_forecast = np.full(n, np.nan)
-        out_residual = np.full(n, np.nan)
-        out_model_residual = np.full(n, np.nan)
-        out_warming = np.ones(n, dtype=bool)
-        accepted = np.zeros(n, dtype=bool)
+        out = _Outputs.empty(n, len(self._targets))
         for idx in self._sub_steps(good, rows[good]):
-            self._step_unique(
-                batch, idx, rows[idx], ts[idx], values[idx],
-                out_score, out_forecast, out_residual, out_model_residual, out_warming, accepted, events, rejected,
-            )
-        keep = np.flatnonzero(accepted)
+            self._step_unique(batch, idx, rows[idx], ts[idx], values[idx], out, events, rejected)
+        keep = np.flatnonzero(out.accepted)
+        per_target = None
+        if len(self._targets) > 1:
+            per_target = np.stack([values[keep][:, self._targets], out.forecast[keep], out.lower[keep],
+                                   out.upper[keep]], axis=-1)
         scores = ScoreBatch(
             stream=batch.stream[keep],
             ts=ts[keep],
             value=values[keep, self._targets[0]],
-            forecast=out_forecast[keep],
-            residual=out_residual[keep],
-            model_residual=out_model_residual[keep],
-            score=out_score[keep],
-            warming_up=out_warming[keep],
+            forecast=out.forecast[keep, 0],
+            residual=out.residual[keep],
+            model_residual=out.model_residual[keep],
+            score=out.score[keep],
+            warming_up=out.warming[keep],
             source=None if batch.source is None else batch.source[keep],
+            lower=out.lower[keep, 0],
+            upper=out.upper[keep, 0],
+            per_target=per_target,
         )
         return StepResult(scores=scores, events=events, rejected=rejected)
 
@@ -382,12 +389,7 @@ class Pipeline:
         rows: np.ndarray,
         ts: np.ndarray,
         x: np.ndarray,
-        out_score: np.ndarray,
-        out_forecast: np.ndarray,
-        out_residual: np.ndarray,
-        out_model_residual: np.ndarray,
-        out_warming: np.ndarray,
-        accepted: np.ndarray,
+        out: "_Outputs",
         events: list[Event],
         rejected: list[Rejected],
     ) -> None:
@@ -465,6 +467,9 @@ class Pipeline:
         normalizer_warming = self.normalizer.warming_up(rows)
         warming = self.scorer.warming_up(rows) | normalizer_warming | np.isnan(residual)
         score = np.where(warming | np.isnan(score), 0.0, score)
+        half = self.band.half_width(rows) * target_scale
+        half[warming] = np.nan
+        lower, upper = predicted - half, predicted + half
 
         # 3. learn from normal values only (or from a persistent new normal) ------------------------------------
         excluded = score >= cfg.learn_below
@@ -484,6 +489,7 @@ class Pipeline:
         learn_scorer = learn & np.isfinite(residual) & ~normalizer_warming
         if learn_scorer.any():
             self.scorer.learn_many(rows[learn_scorer], judged[learn_scorer])
+        self.band.learn(rows, signed, learn_scorer)
         if self.channels is not None:
             self.channels.learn(rows, ts, x_target, learn, evidence, trusted=~normalizer_warming)
 
@@ -517,7 +523,11 @@ class Pipeline:
         self.table.advance(rows, ts, learn_interval=~gap_seen)
 
         ids = batch.stream[idx]
-        events.extend(self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8)))
+        peak_before = self.residual_events.state["peak"][rows].copy()
+        residual_events = self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8))
+        self._track_peak_band(rows, event_evidence, peak_before, np.stack(
+            [x[:, self._targets], predicted, lower, upper], axis=-1))
+        events.extend(self._with_band(residual_events, ids, rows))
         events.extend(self.flatline_events.update(rows, ids, ts, flat_score, np.zeros(len(rows), dtype=np.int8)))
         if self.state_channel is not None and self.state_events is not None:
             # The state's normal learns nothing while its event is open: a state that stays away stays an event.
@@ -533,12 +543,35 @@ class Pipeline:
                 emitted = [replace(e, moved=m) if e.action != "close" else e for e, m in zip(emitted, moved)]
             events.extend(emitted)
 
-        out_score[idx] = score
-        out_forecast[idx] = predicted[:, 0]
-        out_residual[idx] = residual
-        out_model_residual[idx] = model_residual
-        out_warming[idx] = warming
-        accepted[idx] = True
+        out.score[idx] = score
+        out.forecast[idx] = predicted
+        out.lower[idx] = lower
+        out.upper[idx] = upper
+        out.residual[idx] = residual
+        out.model_residual[idx] = model_residual
+        out.warming[idx] = warming
+        out.accepted[idx] = True
+
+    def _track_peak_band(self, rows: np.ndarray, evidence: np.ndarray, peak_before: np.ndarray,
+                         targets: np.ndarray) -> None:
+        """Keep each residual event's targets at its peak: the value whose evidence set (or matched) the peak."""
+        peak = self.residual_events.state["peak"][rows]
+        at_peak = (evidence > 0) & (evidence == peak) & ((peak != peak_before) | self.residual_events.is_open(rows))
+        if at_peak.any():
+            self._peak_band["at_peak"][rows[at_peak]] = targets[at_peak]
+
+    def _with_band(self, emitted: list[Event], ids: np.ndarray, rows: np.ndarray) -> list[Event]:
+        """The residual channel's events with their targets at the peak (when the band was known there)."""
+        if not emitted:
+            return emitted
+        at = {stream: i for i, stream in enumerate(ids.tolist())}  # rows are unique in a sub-step
+        out = []
+        for event in emitted:
+            band = self._peak_band["at_peak"][rows[at[event.stream]]]
+            if np.isfinite(band).all():
+                event = replace(event, at_peak=tuple(tuple(float(v) for v in target) for target in band))
+            out.append(event)
+        return out
 
     def _drop_forecasts(self, rows: np.ndarray) -> None:
         """Forget the pending forecasts (combined and the network's) of ``rows``: their sequence starts again."""
@@ -743,11 +776,34 @@ class Pipeline:
                 self._drop_forecasts(rows)
 
 
+@dataclass
+class _Outputs:
+    """What the sub-steps of one :meth:`Pipeline.step` write, by position in the batch."""
+
+    score: np.ndarray
+    forecast: np.ndarray  # [n, n_targets]
+    lower: np.ndarray  # [n, n_targets]
+    upper: np.ndarray  # [n, n_targets]
+    residual: np.ndarray
+    model_residual: np.ndarray
+    warming: np.ndarray
+    accepted: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, n_targets: int) -> "_Outputs":
+        def nan(*shape: int) -> np.ndarray:
+            return np.full(shape, np.nan)
+
+        return cls(score=np.zeros(n), forecast=nan(n, n_targets), lower=nan(n, n_targets), upper=nan(n, n_targets),
+                   residual=nan(n), model_residual=nan(n), warming=np.ones(n, dtype=bool),
+                   accepted=np.zeros(n, dtype=bool))
+
+
 def _empty_scores() -> ScoreBatch:
     empty = np.zeros(0)
     return ScoreBatch(
         stream=np.zeros(0, dtype=object), ts=empty, value=empty, forecast=empty, residual=empty, model_residual=empty,
-        score=empty, warming_up=np.zeros(0, dtype=bool), source=np.zeros(0, dtype=np.int64),
+        score=empty, warming_up=np.zeros(0, dtype=bool), source=np.zeros(0, dtype=np.int64), lower=empty, upper=empty,
     )
 
 

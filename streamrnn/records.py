@@ -83,6 +83,13 @@ class ScoreBatch:
     score: np.ndarray  # float64 in [0, 1]
     warming_up: np.ndarray  # bool
     source: np.ndarray | None = None
+    # float64, the expected band of the target (raw units) at the pipeline's stated coverage: the range the value
+    # was expected in, around ``forecast``; NaN while warming up or without a forecast
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    # float64 [n, n_targets, 4]: (value, forecast, lower, upper) of every target, when a stream has several
+    # (None with one target: the columns above say it all)
+    per_target: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.stream)
@@ -107,6 +114,9 @@ class Event:
     schema: int = EVENT_SCHEMA_VERSION
     # `state` events: the values (0-based positions, as in features/value_names) that moved, largest departure first
     moved: tuple[int, ...] = ()
+    # `spike` and `level_shift` events: each target at the event's peak, as (value, forecast, lower, upper), where
+    # (lower, upper) is the expected band (empty while the band was not known)
+    at_peak: tuple[tuple[float, float, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -130,6 +140,12 @@ class Event:
         }
         if self.moved:
             out["moved"] = list(self.moved)
+        if self.at_peak:
+            out["at_peak"] = [
+                {"target": i, "value": v, "forecast": f, "lower": lo, "upper": hi, "outside": not lo <= v <= hi}
+                for i, (v, f, lo, hi) in enumerate(self.at_peak)
+            ]
+            out["left_band"] = [i for i, (v, _f, lo, hi) in enumerate(self.at_peak) if not lo <= v <= hi]
         return out
 
 

@@ -27,7 +27,7 @@ from streamrnn.connectors.files import (
     write_result_csv,
 )
 from streamrnn.pipeline import Pipeline
-from streamrnn.records import Event, ObservationBatch
+from streamrnn.records import Event, ObservationBatch, ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def replay(
 
     score = np.zeros(total)
     forecast = np.full(total, np.nan)
+    targets = list(pipeline.config.targets)
+    band = np.full((total, len(targets), 3), np.nan)  # forecast, lower, upper of each target
     warming = np.ones(total, dtype=bool)
     accepted = np.zeros(total, dtype=bool)
     events: list[Event] = []
@@ -123,6 +125,7 @@ def replay(
         src = result.scores.source.astype(np.int64)
         score[src] = result.scores.score
         forecast[src] = result.scores.forecast
+        band[src] = _band_of(result.scores)
         warming[src] = result.scores.warming_up
         accepted[src] = True
         events.extend(result.events)
@@ -143,7 +146,8 @@ def replay(
     for i, series in enumerate(files):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
         labels = _labels(series, windows.get(series.key))
-        write_result_csv(output_dir / series.key, series, score[lo:hi], labels, accepted[lo:hi])
+        write_result_csv(output_dir / series.key, series, score[lo:hi], labels, accepted[lo:hi], band[lo:hi],
+                         targets)
         file_events = [e for s in dict.fromkeys(series.stream.tolist()) for e in events_by_stream.get(s, [])]
         write_jsonl(_sibling(output_dir, series.key, ".events.jsonl"), (e.to_dict() for e in file_events))
         bad = [
@@ -169,6 +173,13 @@ def replay(
     report.rejected = len(rejected_by_row) + sum(len(f.skipped) for f in files)
     report.events = sum(f.events for f in report.files)
     return report
+
+
+def _band_of(scores: ScoreBatch) -> np.ndarray:
+    """``[n, n_targets, 3]``: forecast, lower and upper of every target of a step's scores."""
+    if scores.per_target is not None:
+        return scores.per_target[:, :, 1:]
+    return np.stack([scores.forecast, scores.lower, scores.upper], axis=-1)[:, None, :]
 
 
 def input_width(input_path: Path) -> int:

@@ -484,12 +484,14 @@ def encode_event(event: Event) -> bytes:
 
 
 def encode_scores(
-    scores: ScoreBatch, model_version: str, select: np.ndarray | None = None
+    scores: ScoreBatch, model_version: str, select: np.ndarray | None = None, target_names: Sequence[str] = ()
 ) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` messages of the scores topic for the selected rows (boolean mask or indices; None: all).
 
-    The key is the stream id (UTF-8), so one stream's scores stay in one partition, in order. NaN forecasts and
-    residuals (no forecast yet) become ``null``; scores are rounded to 6 decimals.
+    The key is the stream id (UTF-8), so one stream's scores stay in one partition, in order. NaN forecasts,
+    residuals and bands (no forecast yet, warming up) become ``null``; scores are rounded to 6 decimals. ``lower``
+    and ``upper`` are the expected band of the (first) target; streams with several targets also carry
+    ``targets``: ``{name: {value, forecast, lower, upper}}`` (``target_names``; positions when not named).
     """
     if select is None:
         index: Any = slice(None)
@@ -501,37 +503,50 @@ def encode_scores(
             index = np.flatnonzero(index)
         else:
             index = index.astype(np.intp, copy=False)
-    stream = scores.stream[index].tolist()
+    n = len(scores.stream[index])
+    unknown = np.full(n, np.nan)
+
+    def column(values: np.ndarray | None) -> list[float]:
+        return unknown.tolist() if values is None else np.asarray(values, dtype=np.float64)[index].tolist()
+
     columns = zip(
-        stream,
-        np.asarray(scores.ts, dtype=np.float64)[index].tolist(),
-        np.asarray(scores.value, dtype=np.float64)[index].tolist(),
-        np.asarray(scores.forecast, dtype=np.float64)[index].tolist(),  # orjson writes NaN as null
-        np.asarray(scores.residual, dtype=np.float64)[index].tolist(),
+        scores.stream[index].tolist(),
+        column(scores.ts),
+        column(scores.value),
+        column(scores.forecast),  # orjson writes NaN as null
+        column(scores.lower),
+        column(scores.upper),
+        column(scores.residual),
         np.round(np.asarray(scores.score, dtype=np.float64)[index], 6).tolist(),
         np.asarray(scores.warming_up, dtype=bool)[index].tolist(),
     )
     dumps = orjson.dumps
     version = str(model_version)
-    return [
-        (
-            s.encode("utf-8"),
-            dumps(
-                {
-                    "schema": SCORE_SCHEMA_VERSION,
-                    "stream": s,
-                    "ts": t,
-                    "value": v,
-                    "forecast": f,
-                    "residual": r,
-                    "score": sc,
-                    "warming_up": w,
-                    "model_version": version,
-                }
-            ),
-        )
-        for s, t, v, f, r, sc, w in columns
+    messages = [
+        {
+            "schema": SCORE_SCHEMA_VERSION,
+            "stream": s,
+            "ts": t,
+            "value": v,
+            "forecast": f,
+            "lower": lo,
+            "upper": hi,
+            "residual": r,
+            "score": sc,
+            "warming_up": w,
+            "model_version": version,
+        }
+        for s, t, v, f, lo, hi, r, sc, w in columns
     ]
+    if scores.per_target is not None:
+        per_target = np.asarray(scores.per_target, dtype=np.float64)[index]
+        names = [target_names[j] if j < len(target_names) else str(j) for j in range(per_target.shape[1])]
+        for message, targets in zip(messages, per_target.tolist()):
+            message["targets"] = {name: dict(zip(_TARGET_FIELDS, target)) for name, target in zip(names, targets)}
+    return [(message["stream"].encode("utf-8"), dumps(message)) for message in messages]
+
+
+_TARGET_FIELDS = ("value", "forecast", "lower", "upper")
 
 
 def dead_letter_headers(

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import orjson
@@ -195,24 +195,48 @@ def write_result_csv(
     scores: np.ndarray,
     labels: np.ndarray,
     accepted: np.ndarray,
+    band: np.ndarray | None = None,
+    targets: Sequence[int] = (0,),
 ) -> None:
-    """Write ``timestamp,value,anomaly_score,label`` (long format: a leading ``stream`` column) in input order.
+    """Write ``timestamp,value,anomaly_score,label`` (long format: a leading ``stream`` column) in input order,
+    then, with ``band`` (``[n, n_targets, 3]``: forecast, lower, upper), the expected band: ``forecast,lower,upper``
+    for one target, or a group ``value.<name>,forecast.<name>,lower.<name>,upper.<name>`` per target (``value``
+    stays the first target's).
 
-    Rows the pipeline rejected are written with an empty score so that the row count matches the input.
+    Rows the pipeline rejected are written with an empty score so that the row count matches the input; unknown
+    forecasts and bands are empty too.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    targets = list(targets)
+    header = (["stream"] if series.long_format else []) + ["timestamp", "value", "anomaly_score", "label"]
+    if band is not None:
+        if len(targets) == 1:
+            header += ["forecast", "lower", "upper"]
+        else:
+            for t in targets:
+                name = series.value_names[t] if t < len(series.value_names) else str(t)
+                header += [f"{column}.{name}" for column in ("value", "forecast", "lower", "upper")]
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        prefix = ["stream"] if series.long_format else []
-        writer.writerow(prefix + ["timestamp", "value", "anomaly_score", "label"])
+        writer.writerow(header)
         value = series.values[:, 0]
         for i in range(len(series)):
             score_text = f"{scores[i]:.6f}" if accepted[i] else ""
             row = [series.stream[i]] if series.long_format else []
             row += [series.timestamp_text[i], repr(float(value[i])), score_text, int(labels[i])]
+            if band is not None:
+                for j, t in enumerate(targets):
+                    if len(targets) > 1:
+                        row.append(_number(series.values[i, t]))
+                    row += [_number(v) for v in band[i, j]]
             writer.writerow(row)
     tmp.replace(path)
+
+
+def _number(value: float) -> str:
+    """A float as CSV text: shortest round-trip form, empty when not finite."""
+    return repr(float(value)) if np.isfinite(value) else ""
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> int:

@@ -3,6 +3,7 @@ row-labeled wide files (SKAB's format), read by `replay` as they are."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -73,9 +74,12 @@ def test_replay_and_evaluate_a_row_labeled_wide_file_without_a_windows_file(tmp_
     replayed = cli("replay", str(data), "-o", str(out), "--json")
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout)["values"] == 3000
-    header, first = (out / "1.csv").read_text().splitlines()[:2]
-    assert header == "timestamp,value,anomaly_score,label"
-    labels = [int(line.rsplit(",", 1)[1]) for line in (out / "1.csv").read_text().splitlines()[1:]]
+    header = (out / "1.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["timestamp", "value", "anomaly_score", "label"]
+    # every value is a target: each has its own group of band columns
+    assert header[4:8] == ["value.Current", "forecast.Current", "lower.Current", "upper.Current"]
+    assert len(header) == 4 + 4 * 3
+    labels = [int(row["label"]) for row in csv.DictReader((out / "1.csv").open())]
     assert sum(labels) == 300 and labels[900] == 1  # the file's own labels
 
     evaluated = cli("evaluate", str(out), "--json")

@@ -23,7 +23,7 @@ def test_replay_writes_scores_and_events_per_file_and_evaluate_reads_them(simula
     csvs = sorted(p.name for p in results.glob("*.csv"))
     assert csvs == ["sensor-0000.csv", "sensor-0001.csv", "sensor-0002.csv"]
     lines = (results / "sensor-0000.csv").read_text().splitlines()
-    assert lines[0] == "timestamp,value,anomaly_score,label"
+    assert lines[0] == "timestamp,value,anomaly_score,label,forecast,lower,upper"
     source_lines = (simulated / "data" / "sensor-0000.csv").read_text().splitlines()
     assert len(lines) == len(source_lines)
     assert all(0.0 <= float(l.split(",")[2]) <= 1.0 for l in lines[1:])
@@ -75,7 +75,7 @@ def test_long_format_with_duplicates_keeps_good_rows(tmp_path, capsys):
     src.write_text("\n".join(lines) + "\n")
     assert main(["replay", str(src), "-o", str(tmp_path / "out")]) == 0
     out = (tmp_path / "out" / "long.csv").read_text().splitlines()
-    assert out[0] == "stream,timestamp,value,anomaly_score,label"
+    assert out[0] == "stream,timestamp,value,anomaly_score,label,forecast,lower,upper"
     scored = [l for l in out[1:] if l.split(",")[3] != ""]
     assert len(scored) == 60
     rejected = [json.loads(l) for l in (tmp_path / "out" / "long.rejected.jsonl").read_text().splitlines()]

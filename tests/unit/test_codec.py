@@ -586,6 +586,8 @@ def _scores() -> ScoreBatch:
         model_residual=np.array([nan, 0.5, 3.0]),
         score=np.array([0.0, 0.1234567891, 0.99999999]),
         warming_up=np.array([True, False, False]),
+        lower=np.array([nan, 1.9, -2.5]),
+        upper=np.array([nan, 2.3, -1.5]),
     )
 
 
@@ -599,6 +601,8 @@ def test_encode_scores_round_trips():
         "ts": T0,
         "value": 1.5,
         "forecast": None,
+        "lower": None,
+        "upper": None,
         "residual": None,
         "score": 0.0,
         "warming_up": True,
@@ -607,6 +611,21 @@ def test_encode_scores_round_trips():
     assert rows[1]["forecast"] == 2.1 and rows[1]["residual"] == 0.25 and rows[1]["score"] == 0.123457
     assert rows[2]["score"] == 1.0 and rows[2]["warming_up"] is False and rows[2]["stream"] == "ü"
     assert all(type(r["warming_up"]) is bool and type(r["ts"]) is float for r in rows)
+    assert (rows[1]["lower"], rows[1]["upper"]) == (1.9, 2.3) and "targets" not in rows[1]
+
+
+def test_encode_scores_of_several_targets_names_each_targets_band():
+    base = _scores()
+    per_target = np.array([[[1.5, np.nan, np.nan, np.nan], [7.0, np.nan, np.nan, np.nan]],
+                           [[2.0, 2.1, 1.9, 2.3], [8.0, 7.5, 7.0, 8.0]],
+                           [[-3.0, -2.0, -2.5, -1.5], [9.0, 9.5, 9.25, 9.75]]])
+    scores = ScoreBatch(**{**base.__dict__, "per_target": per_target})
+    rows = [orjson.loads(v) for _, v in encode_scores(scores, "v", target_names=["flow", "pressure"])]
+    assert rows[1]["targets"] == {"flow": {"value": 2.0, "forecast": 2.1, "lower": 1.9, "upper": 2.3},
+                                  "pressure": {"value": 8.0, "forecast": 7.5, "lower": 7.0, "upper": 8.0}}
+    assert rows[0]["targets"]["pressure"] == {"value": 7.0, "forecast": None, "lower": None, "upper": None}
+    unnamed = orjson.loads(encode_scores(scores, "v", np.array([2]))[0][1])
+    assert set(unnamed["targets"]) == {"0", "1"} and unnamed["targets"]["1"]["upper"] == 9.75
 
 
 def test_encode_scores_selects_rows():
