@@ -49,6 +49,7 @@ from streamrnn.connectors.codec import (
     encode_scores,
     fit_dead_letter,
 )
+from streamrnn.connectors.remote_write import RemoteWriteSink
 from streamrnn.logs import capture_stray_errors
 from streamrnn.metrics import DaemonMetrics, LagCollector, TopEventsCollector
 from streamrnn.pipeline import Pipeline
@@ -103,9 +104,11 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         lifecycle: ModelLifecycle | None = None,
+        remote_write: RemoteWriteSink | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
+        self.remote_write = remote_write  # per-stream series for Grafana (remote_write.url); started by run()
         self.pipeline = pipeline
         self.consumer = consumer
         self.producer = producer
@@ -232,6 +235,8 @@ class Daemon:
         log.info("consuming", extra={"fields": {"topics": list(self.settings.kafka.input_topics),
                                                 "group": self.settings.kafka.group_id}})
         k = self.settings.kafka
+        if self.remote_write is not None:
+            self.remote_write.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -375,6 +380,8 @@ class Daemon:
     def _publish_scores(self, result: StepResult, futures: list[Any]) -> None:
         mode = self.settings.kafka.scores
         scores = result.scores
+        if self.remote_write is not None:
+            self.remote_write.offer(scores)  # selects and queues; its own thread sends
         if mode == "off" or len(scores) == 0:
             return
         select = None
@@ -384,7 +391,9 @@ class Daemon:
                 return
         send = self.producer.send
         topic = self._scores_topic
-        encoded = encode_scores(scores, self.pipeline.model_version, select)
+        names = self.settings.input.value_names
+        target_names = [names[t] for t in self.settings.features.targets] if names else ()
+        encoded = encode_scores(scores, self.pipeline.model_version, select, target_names)
         for key, value in encoded:
             futures.append(send(topic, key=key, value=value))
         self.metrics.scores_published.inc(len(encoded))
@@ -754,9 +763,11 @@ class Daemon:
                             extra={"fields": {"error": repr(error)}})
         # The state is saved: forget it so the revoke callback that close() triggers has nothing left to do.
         self._release(set(owned), save=False, why="shutdown")
+        rw = self.remote_write
         for name, close in (("consumer", lambda: self.consumer.close(autocommit=False)),
                             ("producer", lambda: self.producer.close(timeout=5)),
-                            ("checkpoint store", self.store.close)):
+                            ("checkpoint store", self.store.close),
+                            ("remote write", lambda: rw.close(self.settings.remote_write.timeout_s) if rw else None)):
             try:
                 close()
             except Exception as error:
@@ -824,8 +835,9 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
 
     registry = ModelRegistry(settings.registry.directory) if settings.registry.directory is not None else None
     lifecycle = ModelLifecycle(registry, settings, metrics, source=k.client_id)
+    remote_write = RemoteWriteSink.from_settings(settings, metrics) if settings.remote_write.url else None
     return Daemon(settings, pipeline, consumer, producer, store, RecordDecoder(DecoderConfig.from_settings(settings)),
-                  metrics, lifecycle=lifecycle)
+                  metrics, lifecycle=lifecycle, remote_write=remote_write)
 
 
 def serve(settings: Settings) -> int:

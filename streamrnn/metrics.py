@@ -26,6 +26,9 @@ RETRAIN_OUTCOMES = ("promoted", "rejected", "skipped", "failed")
 RETRAIN_TRIGGERS = ("drift", "new_values")
 EVICTION_REASONS = ("idle", "max_streams")
 OUTPUTS = ("events", "scores", "dead_letter", "other")
+# Remote write (streamrnn.connectors.remote_write): why samples were not written, and how each HTTP attempt ended.
+REMOTE_WRITE_DROP_REASONS = ("queue_full", "rejected", "send_failed", "out_of_order", "shutdown")
+REMOTE_WRITE_OUTCOMES = ("success", "rejected", "throttled", "server_error", "network_error")
 
 # Hard cap of the opt-in per-stream gauge (daemon.top_k_streams), whatever the config says.
 TOP_K_CAP = 100
@@ -110,6 +113,19 @@ class DaemonMetrics:
         self.broker_up = Gauge("streamrnn_broker_up", "1 when the last broker probe or poll answered and no producer "
                                "send or flush is stalled", registry=r)
         self.up_since = Gauge("streamrnn_start_time_seconds", "Unix time the daemon started", registry=r)
+        self.remote_write_samples = Counter("streamrnn_remote_write_samples", "Per-stream samples the remote-write "
+                                            "receiver accepted (remote_write.url)", registry=r)
+        self.remote_write_dropped = Counter("streamrnn_remote_write_samples_dropped", "Per-stream samples not "
+                                            "written, by reason: queue_full (oldest dropped), rejected (4xx), "
+                                            "send_failed (retries ran out), out_of_order (not newer than the "
+                                            "stream's last, e.g. re-scored after a rewind), shutdown", ["reason"],
+                                            registry=r)
+        self.remote_write_requests = Counter("streamrnn_remote_write_requests", "Remote-write HTTP attempts, by "
+                                             "outcome", ["outcome"], registry=r)
+        self.remote_write_streams = Gauge("streamrnn_remote_write_streams", "Streams whose series are written "
+                                          "(the allow-list, or the first remote_write.max_streams seen)", registry=r)
+        self.remote_write_queued = Gauge("streamrnn_remote_write_queue_samples", "Samples waiting to be sent",
+                                         registry=r)
         # Every label value of the bounded vocabularies exists from the start, so rate() and absent() work at once.
         for trigger in RETRAIN_TRIGGERS:
             self.retrain_requests.labels(trigger)
@@ -122,6 +138,10 @@ class DaemonMetrics:
             self.evicted_streams.labels(reason)
         for output in OUTPUTS:
             self.output_refused.labels(output)
+        for reason in REMOTE_WRITE_DROP_REASONS:
+            self.remote_write_dropped.labels(reason)
+        for outcome in REMOTE_WRITE_OUTCOMES:
+            self.remote_write_requests.labels(outcome)
 
     def set_model(self, version: str, cell: str, hidden_size: int, card: dict[str, Any] | None = None) -> None:
         self.model_info.info({"version": version, "cell": cell, "hidden_size": str(hidden_size)})

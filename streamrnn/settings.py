@@ -130,6 +130,10 @@ class ScoringSettings(_Section):
         1.0, ge=0, le=1, description="out-of-range channel: its score never exceeds this; below events.high, leaving "
         "the range is weak evidence that ranks a value (NAB) but cannot open an event on its own",
     )
+    band_coverage: float = Field(
+        0.99, gt=0, lt=1, description="the expected band (lower, upper around each forecast) is fitted so that this "
+        "share of a stream's normal values falls inside it",
+    )
     residual_units: Literal["raw", "scale"] = Field(
         "raw", description="units of the residuals the scorers judge: scale = divided by the stream's running "
         "scale; raw = the stream's own units (the record scorer is a ratio, so it needs no scale, and peaks learned "
@@ -466,6 +470,66 @@ class DaemonSettings(_Section):
     )
 
 
+class RemoteWriteSettings(_Section):
+    """Per-stream series for Grafana, pushed to Prometheus by remote write; off unless `url` is set.
+
+    Value, forecast, expected band and anomaly score of a bounded set of streams; see
+    streamrnn.connectors.remote_write."""
+
+    url: str = Field(
+        "", description="remote-write endpoint, e.g. http://prometheus:9090/api/v1/write (Prometheus needs "
+        "--web.enable-remote-write-receiver); empty: off"
+    )
+    streams: list[str] = Field(
+        default_factory=list, description="write exactly these stream ids (at most max_streams); empty: the first "
+        "max_streams distinct streams seen"
+    )
+    max_streams: int = Field(
+        100, ge=1, le=10_000, description="most streams written by this instance (5 series each, 4 more per extra "
+        "target): the bound on the series this sink creates"
+    )
+    release_after_s: float = Field(
+        3600.0, ge=0, description="without an allow-list: a stream that sent nothing for this long (wall clock) "
+        "gives its place to the next new stream (0: never)"
+    )
+    interval_s: float = Field(5.0, gt=0, le=300, description="send what is queued at least this often")
+    max_samples_per_request: int = Field(2000, ge=1, le=100_000, description="samples per request, about")
+    timeout_s: float = Field(
+        5.0, gt=0, le=60, description="HTTP timeout of one request; on shutdown the queue is flushed for at most this"
+    )
+    retry_for_s: float = Field(
+        60.0, ge=0, description="a request failing with 5xx, 429 or a network error is retried with backoff for this "
+        "long, then dropped (send_failed)"
+    )
+    queue_max_samples: int = Field(
+        100_000, ge=100, description="samples waiting to be sent; past it the oldest are dropped (queue_full)"
+    )
+    metric_prefix: str = Field(
+        "streamrnn_stream_", pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="series names: PREFIX + value, forecast, lower, upper, anomaly_score"
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="static labels added to every series, e.g. { cluster = \"eu-1\" }"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RemoteWriteSettings":
+        import re
+
+        if self.url and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError(f"url must be http(s)://host[:port]/path, got {self.url!r}")
+        if len(self.streams) > self.max_streams:
+            raise ValueError(f"streams lists {len(self.streams)} ids, more than max_streams ({self.max_streams})")
+        if len(set(self.streams)) != len(self.streams) or "" in self.streams:
+            raise ValueError("streams must be distinct, non-empty stream ids")
+        for name, value in self.labels.items():
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name) or name.startswith("__") or name in ("stream", "target"):
+                raise ValueError(f"labels: {name!r} is not a usable label name (not __*, stream or target)")
+            if not value:
+                raise ValueError(f"labels: {name!r} has an empty value")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="lowest level logged")
     format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text: for people")
@@ -494,6 +558,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     daemon: DaemonSettings = DaemonSettings()
+    remote_write: RemoteWriteSettings = RemoteWriteSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

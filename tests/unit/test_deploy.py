@@ -84,9 +84,10 @@ def test_endpoints_bind_loopback_by_default_and_containers_expose_them():
 
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
+    from streamrnn.connectors.remote_write import DEFAULT_PREFIX, SERIES
     from streamrnn.reference import example_registry
 
-    names = set()
+    names = {DEFAULT_PREFIX + s for s in SERIES}  # per-stream series pushed by remote write, not on /metrics
     for family in example_registry().collect():
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
