@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser(
+        "report", help="write one self-contained HTML page from replay output: overview table and a plot per stream",
+        description="Reads what `streamrnn replay` wrote (<file>.csv, <file>.events.jsonl) and writes one HTML file "
+        "that needs no network to view: per stream the number of values and events by kind, event precision/recall "
+        "when there are labels, and a plot of the value, the forecast and the expected band, the anomaly score, "
+        "events shaded by kind and labeled windows hatched (downsampled to pixel columns, spikes kept).",
+    )
+    p.add_argument("results", type=Path, help="replay output directory")
+    p.add_argument("-o", "--output", type=Path, default=None, help="the HTML file (default: <results>/report.html)")
+    p.add_argument("--windows", type=Path, default=None,
+                   help="labeled windows JSON (NAB combined_windows format), instead of the results' label column")
+    p.add_argument("--max-streams", type=int, default=None, metavar="N",
+                   help="plot only the first N streams (the table lists all)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("train", help="train a forecasting model from CSV history and save a versioned artifact")
     _add_config(p)
     p.add_argument("input", type=Path, nargs="?", help="a CSV file or directory (omit with --synthetic)")
@@ -300,6 +315,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                     truth_path=args.truth, on_file=follow(bar))
     print(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() if args.json
           else report.to_table())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from streamrnn.report import write_report
+
+    if args.max_streams is not None and args.max_streams < 1:
+        raise ConfigError("report: --max-streams must be >= 1")
+    output = args.output if args.output is not None else args.results / "report.html"
+    if output.is_dir():
+        raise ConfigError(f"report: -o {output}: is a directory, expected the HTML file's path")
+    print(write_report(args.results, output, args.windows, args.max_streams).line())
     return EXIT_OK
 
 
