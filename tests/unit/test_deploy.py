@@ -82,6 +82,31 @@ def test_endpoints_bind_loopback_by_default_and_containers_expose_them():
     assert all(s["environment"]["STREAMRNN_DAEMON__HTTP_HOST"] == "0.0.0.0" for s in serving)
 
 
+def test_compose_daemon_remote_writes_to_the_prometheus_grafana_reads():
+    """The dashboard's "Stream" row needs the per-stream series: in the compose stack the daemon pushes them to the
+    Prometheus service, which must accept remote write, and Grafana queries that same Prometheus."""
+    from urllib.parse import urlsplit
+
+    import yaml
+
+    from streamrnn.settings import load_settings
+
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    environment = {k: str(v) for k, v in services["streamrnn"]["environment"].items()}
+    url = load_settings(None, environ=environment).remote_write.url
+    assert url == "http://prometheus:9090/api/v1/write"
+    prometheus = services["prometheus"]
+    assert urlsplit(url).hostname in services and "9090:9090" in prometheus["ports"]
+    command = prometheus["command"]
+    assert "--web.enable-remote-write-receiver" in command
+    # Setting `command` replaces the image's arguments: the mounted config and the data directory must be named.
+    mounted = dict(v.split(":")[:2] for v in prometheus["volumes"])
+    assert f"--config.file={mounted['./prometheus/prometheus.yml']}" in command
+    assert "--storage.tsdb.path=/prometheus" in command
+    datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
+
+
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
     from streamrnn.connectors.remote_write import DEFAULT_PREFIX, SERIES
