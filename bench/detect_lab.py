@@ -77,6 +77,11 @@ def nab(settings):
         for (a, b), kind in zip(iv.tolist(), ks):
             true[kind] += bool(((win[k][:, 0] <= b) & (win[k][:, 1] >= a)).any())
     print("  NAB events by kind (in window/all): " + ", ".join(f"{k} {true[k]}/{c}" for k, c in kinds.items()))
+    if os.environ.get("LAB_PER_FILE"):  # false events per file and kind
+        for k, (iv, ks) in sorted(ev.items()):
+            false = Counter(kind for (a, b), kind in zip(iv.tolist(), ks)
+                            if not ((win[k][:, 0] <= b) & (win[k][:, 1] >= a)).any())
+            print(f"    {k:<58} {len(ks) - sum(false.values()):>3} true, false: {dict(false)}")
     print(f"NAB (persistence) {p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f}  thr {rep.profiles[0].threshold:.3f}  "
           f"events recall {e.recall:.3f} precision {e.precision or 0:.3f} ({e.detections} events)")
     return p

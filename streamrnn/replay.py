@@ -145,7 +145,7 @@ def replay(
         events_by_stream.setdefault(event.stream, []).append(event)
     for i, series in enumerate(files):
         lo, hi = int(offsets[i]), int(offsets[i + 1])
-        labels = _labels(series, windows.get(series.key))
+        labels = _labels(series, windows)
         write_result_csv(output_dir / series.key, series, score[lo:hi], labels, accepted[lo:hi], band[lo:hi],
                          targets)
         file_events = [e for s in dict.fromkeys(series.stream.tolist()) for e in events_by_stream.get(s, [])]
@@ -196,12 +196,27 @@ def _sibling(output_dir: Path, key: str, suffix: str) -> Path:
     return output_dir / (stem + suffix)
 
 
-def _labels(series: SeriesFile, windows: list[tuple[float, float]] | None) -> np.ndarray:
-    """Row labels: 1 inside a window of the windows file, else the file's own labels (an ``anomaly`` column)."""
-    if windows is None and series.labels is not None:
-        return series.labels
+def _labels(series: SeriesFile, windows: dict[str, list[tuple[float, float]]]) -> np.ndarray:
+    """Row labels: 1 inside a window of the windows file (keyed by the file's key, or, in a long-format file, by
+    each row's stream id, as `streamrnn simulate` writes them), else the file's own labels (an ``anomaly``
+    column)."""
+    own = windows.get(series.key)
+    by_stream = series.long_format and own is None
+    if by_stream:
+        streams = set(series.stream.tolist()) & set(windows)
+        by_stream = bool(streams)
+    if own is None and not by_stream:
+        if series.labels is not None:
+            return series.labels
+        return np.zeros(len(series), dtype=np.int8)
     labels = np.zeros(len(series), dtype=np.int8)
-    for start, end in windows or []:
+    if by_stream:
+        for stream in streams:
+            rows = series.stream == stream
+            for start, end in windows[stream]:
+                labels[rows & (series.ts >= start) & (series.ts <= end)] = 1
+        return labels
+    for start, end in own or []:
         labels[(series.ts >= start) & (series.ts <= end)] = 1
     return labels
 

@@ -82,6 +82,21 @@ def test_long_format_with_duplicates_keeps_good_rows(tmp_path, capsys):
     assert [r["reason"] for r in rejected] == ["duplicate_timestamp"]
 
 
+def test_long_format_windows_keyed_by_stream_label_that_streams_rows(tmp_path):
+    src = tmp_path / "long.csv"
+    lines = ["stream,timestamp,value"]
+    for i in range(30):
+        lines.append(f"a,{1700000000 + 60 * i},{i}")
+        lines.append(f"b,{1700000000 + 60 * i},{-i}")
+    src.write_text("\n".join(lines) + "\n")
+    windows = tmp_path / "windows.json"  # as `streamrnn simulate` writes them: one entry per stream id
+    windows.write_text(json.dumps({"a": [[1700000000 + 60 * 10, 1700000000 + 60 * 12]], "b": []}))
+    assert main(["replay", str(src), "-o", str(tmp_path / "out"), "--windows", str(windows)]) == 0
+    rows = [line.split(",") for line in (tmp_path / "out" / "long.csv").read_text().splitlines()[1:]]
+    labelled = [(r[0], int(r[1]) - 1700000000) for r in rows if r[4] == "1"]
+    assert labelled == [("a", 600), ("a", 660), ("a", 720)]
+
+
 def test_missing_input_is_usage_error(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
