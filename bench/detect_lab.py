@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.nab_lab import load  # noqa: E402
 
 
-def run_corpus(settings, series):
-    """series: list of (key, ts, values). Returns {key: scores}, {key: ([m,2], kinds)}."""
-    pipeline = Pipeline.build(PipelineConfig.from_settings(settings))
+def run_corpus(settings, series, config=None):
+    """series: list of (key, ts, values). Returns {key: scores}, {key: ([m,2], kinds)}. ``config``: a PipelineConfig
+    to use instead of the one the settings give (ablations of switches that are not settings)."""
+    pipeline = Pipeline.build(config or PipelineConfig.from_settings(settings))
     n = max(len(ts) for _k, ts, _v in series)
     keys = np.array([k for k, _t, _v in series], dtype=object)
     scores = {k: np.zeros(len(ts)) for k, ts, _v in series}
@@ -38,7 +39,7 @@ def run_corpus(settings, series):
     for i in range(n):
         have = [j for j, (_k, ts, _v) in enumerate(series) if i < len(ts)]
         batch = ObservationBatch(stream=keys[have], ts=np.array([series[j][1][i] for j in have]),
-                                 values=np.array([[series[j][2][i]] for j in have]))
+                                 values=np.array([np.atleast_1d(series[j][2][i]) for j in have]))
         res = pipeline.step(batch)
         for s, sc in zip(res.scores.stream.tolist(), res.scores.score.tolist()):
             scores[s][pos[s]] = sc

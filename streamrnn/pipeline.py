@@ -92,9 +92,15 @@ class PipelineConfig:
     level_shift_delta: float = 0.5
     level_shift_hold_s: float = 86400.0
     spike_z: float = 4.0
+    # The spike record gate (events.record_half_life / record_margin, as for flat lines and gaps): a spike opens an
+    # event only when larger than the stream's recent largest (lab switch for ablations; shipped on)
+    spike_record: bool = True
+    # The level-shift test asks the value a week earlier too, where the second seasonal period gives it (lab
+    # switch for ablations; shipped on)
+    weekly_shift_test: bool = True
     state_alpha: float = 2e-4  # the multivariate state channel's false-alarm probability per value (2+ values)
     band_coverage: float = 0.99  # share of a stream's normal values its expected band is fitted to hold
-    record_half_life: float = 1000.0
+    record_half_life: float = 3000.0
     record_margin: float = 1.2
     idle_ttl_s: float = 7 * 86400.0
     max_jump_s: float = 30 * 86400.0
@@ -200,12 +206,16 @@ class Pipeline:
         self.channels = None if config.channels is None else ScoreChannels(
             config.channels, config.scoring_method, params, config.scoring_warmup, cap)
         has_daily = config.channels is not None and len(config.channels.seasonal_periods_s) > 0
+        has_weekly = config.channels is not None and len(config.channels.seasonal_periods_s) > 1
         self.event_evidence = EventEvidence(EvidenceConfig(
             high=config.events.high, spike_z=config.spike_z, shift_threshold=config.level_shift_threshold,
             shift_delta=config.level_shift_delta, shift_hold_s=config.level_shift_hold_s,
             warmup=config.scoring_warmup,
             period_s=config.channels.seasonal_periods_s[0] if has_daily else 86400.0,
-            fore_shift_test=not has_daily), cap)
+            fore_shift_test=not has_daily,
+            record_half_life=config.record_half_life if config.spike_record else 0.0,
+            record_margin=config.record_margin,
+            weekly_shift_test=config.weekly_shift_test and has_weekly), cap)
         self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
                                          record_margin=config.record_margin, capacity=cap)
         self.silence = RecordGate(config.record_half_life, config.record_margin, cap)
@@ -510,10 +520,14 @@ class Pipeline:
         flat_score = self.flatline.update(rows, x0)
         flat_score = np.where(normalizer_warming, 0.0, flat_score)
         daily = evidence[2] if self.channels is not None else np.full(len(rows), np.nan)
+        weekly = evidence[3] if self.channels is not None else np.full(len(rows), np.nan)
         run = self.flatline.run_length(rows)
-        flat_since = np.where(run >= cfg.flatline_min_values, ts - run * interval, np.nan)
+        # Only a run that looks stuck (the flatline detector's record gate passed it) spoils the daily reference: a
+        # stream that is constant for hours every day (a square wave, a duty cycle) keeps its daily statistics.
+        flat_since = np.where(flat_score > 0, ts - run * interval, np.nan)
         event_evidence, shifted = self.event_evidence.update(
-            rows, ts, x0 - net_predicted[:, 0], daily, magnitude=x0, learn=~normalizer_warming,
+            rows, ts, x0 - net_predicted[:, 0], daily, magnitude=x0, unit=target_scale[:, 0], weekly=weekly,
+            learn=~normalizer_warming,
             flat_since=flat_since, restart=gap_seen, in_event=self.residual_events.is_open(rows))
         # Values inside an open event are kept out of training as well as those scored anomalous.
         in_event = np.zeros(len(rows), dtype=bool)

@@ -218,14 +218,15 @@ class EventSettings(_Section):
     gap_intervals: float = Field(5.0, gt=1, description="a gap event when values stop for this many usual intervals")
     flatline_min_values: int = Field(12, ge=2, description="a repeated value counts as flat from this run length")
     record_half_life: float = Field(
-        1000.0, ge=0, description="record gate: a run of repeats or a silence opens a flatline / gap event only when "
-        "longer than record_margin times the stream's longest recent one, forgotten with this half-life in values "
-        "(0: off)",
+        3000.0, ge=0, description="record gate: a run of repeats, a silence or a spike opens a flatline / gap / spike "
+        "event only when longer (larger) than record_margin times the stream's longest (largest) recent one, "
+        "forgotten with this half-life in values (0: off)",
     )
-    record_margin: float = Field(1.2, ge=1, description="record gate: how much longer than the recent longest")
+    record_margin: float = Field(1.2, ge=1, description="record gate: how much longer (larger) than the recent record")
     spike_z: float = Field(
-        4.0, gt=0, description="spike evidence reaches `high` when a value departs this many noise units from both its "
-        "forecast and the value a day earlier (each judged against its own running mean and sd)",
+        4.0, gt=0, description="spike evidence reaches `high` when a value departs this many noise units from its "
+        "forecast, from the value a day earlier and, where known, from the value a week earlier (each judged against "
+        "its own running mean and sd)",
     )
     level_shift_threshold: float = Field(
         25.0, gt=0, description="level_shift fires when a two-sided CUSUM of the signed residual against the value a day "

@@ -147,7 +147,8 @@ class ScoreChannels(RowStatefulMixin):
         """(final score of each value, evidence to hand to :meth:`learn`); reads state only. ``raw_units``: the
         seasonal residuals are judged in the stream's units instead of scale units. The evidence's third item is
         the signed residual against the first seasonal period (value - value a day earlier by default; NaN where
-        unknown), which the event layer uses (:mod:`streamrnn.scoring.evidence`)."""
+        unknown), the fourth against the second (a week earlier), which the event layer uses
+        (:mod:`streamrnn.scoring.evidence`)."""
         cfg = self.config
         combined = np.where(np.isnan(model_score), 0.0, model_score)
         signed = self.seasonal_signed(rows, ts, value)
@@ -173,8 +174,10 @@ class ScoreChannels(RowStatefulMixin):
         if cfg.refractory_half_life > 0:
             recent = st["recent"][rows]
             combined = np.where(raw > recent, raw, raw * cfg.refractory_damp)
-        first = signed[0] if len(self.bins) else np.full(len(rows), np.nan)
-        return combined, (raw, seasonal, first)
+        missing = np.full(len(rows), np.nan)
+        first = signed[0] if len(self.bins) else missing
+        second = signed[1] if len(self.bins) > 1 else missing
+        return combined, (raw, seasonal, first, second)
 
     def learn(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, learn: np.ndarray,
               evidence: tuple[np.ndarray, ...], trusted: np.ndarray | None = None) -> None:

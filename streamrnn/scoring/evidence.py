@@ -10,7 +10,13 @@ alarms are not events (leaving the learned range, which a normal trending stream
   ``noise_half_life`` values, updates winsorized at ``learn_clip`` standard deviations so that anomalies barely move
   them). ``z = min(z_fore, z_daily)``: a spike is far from both its neighbours and yesterday, while normal motion
   (a steep daily slope, a weekday that differs from yesterday) is far from at most one. Without a fresh daily
-  reference ``z = z_fore / 2``. Spike evidence = ``min(1, high * z / spike_z)``: ``events.high`` at ``spike_z``.
+  reference ``z = z_fore / 2``. Where the stream also has last week's value (the second seasonal channel), ``z`` is
+  the smallest of the three: a Monday morning is no spike when it is like last Monday's. Spike evidence =
+  ``min(1, high * z / spike_z)``: ``events.high`` at ``spike_z``.
+* **spike record gate** (``record_half_life`` values > 0): a value's ``z`` counts only when it beats
+  ``record_margin`` times the largest ``z`` of the stream's recent values (decayed with that half-life): a stream
+  whose normal life holds 5-sigma spikes every few hours stops opening an event for each, a stream that never
+  spikes still opens one at its first, and an incident opens one event, not one per loud value.
 * **level-shift evidence**: a two-sided CUSUM on the signed daily residual in noise units, each value's increment
   capped at ``shift_clip`` (so a 1-3 value spike cannot fire it) minus the allowance ``shift_delta``; it *fires*
   when a sum reaches ``shift_threshold``: evidence 1 and kind ``level_shift``. Below that the evidence is
@@ -19,8 +25,15 @@ alarms are not events (leaving the learned range, which a normal trending stream
   daily statistics do not learn meanwhile; then the daily mean restarts from the first value (the reference holds
   the new level by then). The daily mean follows only values within ``bias_clip`` sd of it (half-life
   ``bias_half_life``: short, so that the slow change of a weekly cycle from one day to the next is followed), so a
-  shift is never averaged into it. A shift thus opens one event: as a spike at its first value, upgraded to ``level_shift``
+  shift is never averaged into it. Where last week's value exists too, the CUSUM adds the smaller departure (in the
+  stream's units) from the two references, same direction only, in units of the tighter of their noises: a shift
+  departs from yesterday *and* from last week, while a weekly pattern (weekends) departs from yesterday only and,
+  alone, would both fire at each weekend and inflate the daily noise that hides real shifts. A shift thus opens one
+  event: as a spike at its first value, upgraded to ``level_shift``
   (:class:`~streamrnn.scoring.events.EventDetector` upgrades kinds), or directly as ``level_shift``.
+
+Noise units never go below ``1e-4`` of the stream's scale: the daily residual of a perfectly periodic stream is float
+rounding, not noise to judge departures against.
 
 Owns: its per-stream state (one RowArrays). Must not touch streams ids, models, events or I/O.
 
@@ -48,7 +61,11 @@ from streamrnn.scoring.base import alpha_from, gather, scatter
 
 # A stream whose residuals never move (a constant) has no noise: its unit is this fraction of the value's magnitude.
 _TINY = 1e-9
-_BLOCK = 18  # floats of state per row (16 before the loud span was kept)
+# Nor is a departure smaller than this fraction of the stream's scale (the spread of its values) a departure: a
+# perfectly periodic stream's daily residual is float rounding, whose "noise" would make rounding look like a shift.
+_RESOLUTION = 1e-4
+_BLOCK = 23  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
+# weekly channel)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,13 @@ class EvidenceConfig:
     spike_refs: str = "both"  # both | forecast | daily: which residuals must be far for spike evidence (ablation)
     slope_gain: float = 0.25  # the level's slope learns at slope_gain * alpha^2 (Brown's double smoothing: 1)
     noise_half_life: float = 500.0
+    # Spike record gate: a spike counts only when its z beats record_margin times the stream's largest recent z
+    # (every value's, decayed with this half-life in values; 0: off). A stream whose normal life holds 5-sigma
+    # spikes every day then stops paging for each of them; a stream that never spikes still opens an event at its
+    # first.
+    record_half_life: float = 0.0
+    record_margin: float = 1.2
+    weekly_shift_test: bool = False  # the shift test also asks the value a week earlier (see update)
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
     learn_clip: float = 4.0
@@ -88,6 +112,8 @@ class EventEvidence(RowStatefulMixin):
         # Slope gain a quarter of Brown's (alpha^2) by default: slow enough that the values of a shift that slip under bias_clip
         # do not turn into a slope that carries the level to the new one before the test fires.
         self.a_slope = self.a_bias * self.a_bias * self.config.slope_gain
+        self._record_decay = float(np.exp2(-1.0 / self.config.record_half_life)) if self.config.record_half_life > 0 \
+            else 0.0
         # One float64 block per row (one gather and one scatter per call): per channel (forecast residual at 0,
         # daily residual at 4) level, variance, values learned, slope; then the CUSUM sums, the end of the hold, the
         # start and end ts of the latest flat run (a bad reference one period later), two flags: in a hold (the
@@ -103,10 +129,10 @@ class EventEvidence(RowStatefulMixin):
             block = np.concatenate([block, np.zeros((len(block), _BLOCK - block.shape[1]))], axis=1)
         self.state.restore(rows, {"b": block})
 
-    def _z(self, stats: np.ndarray, x: np.ndarray, magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics."""
-        sd = np.sqrt(stats[:, 1])
-        sd = np.maximum(sd, _TINY * np.maximum(magnitude, 1.0))
+    def _z(self, stats: np.ndarray, x: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics; ``floor``: the
+        smallest noise unit."""
+        sd = np.maximum(np.sqrt(stats[:, 1]), floor)
         ready = (stats[:, 2] >= self.config.warmup) & np.isfinite(x)
         with np.errstate(invalid="ignore"):
             z = (x - stats[:, 0] - stats[:, 3]) / sd
@@ -143,13 +169,15 @@ class EventEvidence(RowStatefulMixin):
         stats[:, 2] += ok
 
     def update(self, rows: np.ndarray, ts: np.ndarray, fore: np.ndarray, daily: np.ndarray,
-               magnitude: np.ndarray | None = None, learn: np.ndarray | None = None,
+               magnitude: np.ndarray | None = None, learn: np.ndarray | None = None, unit: np.ndarray | None = None,
+               weekly: np.ndarray | None = None,
                flat_since: np.ndarray | None = None, restart: np.ndarray | None = None,
                in_event: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(evidence in [0, 1], level-shift fired) per value; then folds the values into the statistics.
 
         ``fore``: value - forecast, ``daily``: value - value one day earlier, both signed, in the stream's units (NaN
-        where unknown); ``magnitude``: |value| (floors the noise unit of a constant stream); ``learn``: False where
+        where unknown); ``magnitude``: |value| (floors the noise unit of a constant stream); ``unit``: the stream's
+        scale (floors the noise unit at :data:`_RESOLUTION` of it); ``learn``: False where
         the values must not enter the statistics (the stream's scale is still warming up); ``flat_since``: the ts
         at which the stream's current run of repeated values began, where it is long enough to look stuck (NaN
         elsewhere): the values of such a run are no reference one period later, and the shift test rests during it;
@@ -162,6 +190,9 @@ class EventEvidence(RowStatefulMixin):
         fore = np.asarray(fore, dtype=np.float64)
         daily = np.asarray(daily, dtype=np.float64)
         magnitude = np.ones(m) if magnitude is None else np.abs(magnitude)
+        floor = _TINY * np.maximum(magnitude, 1.0)
+        if unit is not None:
+            floor = np.fmax(floor, _RESOLUTION * np.asarray(unit, dtype=np.float64))
         learn = np.ones(m, dtype=bool) if learn is None else learn
         b = gather(self.state["b"], rows)  # [m, 16] copy, scattered back at the end
         flat = np.zeros(m, dtype=bool) if flat_since is None else np.isfinite(flat_since)
@@ -178,15 +209,26 @@ class EventEvidence(RowStatefulMixin):
         echo = (b[:, 15] <= back) & (back <= b[:, 16]) & (b[:, 16] > 0)
         if bad.any():
             daily = np.where(bad, np.nan, daily)
-        fs, ds = b[:, 0:4], b[:, 4:8]  # views into the block
-        zf, ready_f = self._z(fs, fore, magnitude)
-        zd, ready_d = self._z(ds, daily, magnitude)
+        fs, ds, ws = b[:, 0:4], b[:, 4:8], b[:, 19:23]  # views into the block
+        weekly = np.full(m, np.nan) if weekly is None else np.asarray(weekly, dtype=np.float64)
+        if bad.any():
+            weekly = np.where(bad, np.nan, weekly)
+        zf, ready_f = self._z(fs, fore, floor)
+        zd, ready_d = self._z(ds, daily, floor)
+        zw, ready_w = self._z(ws, weekly, floor)
         if cfg.spike_refs == "forecast":
             z = np.abs(zf)
         elif cfg.spike_refs == "daily":
             z = np.where(ready_d, np.abs(zd), np.abs(zf) * 0.5)
         else:
             z = np.where(ready_d, np.fmin(np.abs(zf), np.abs(zd)), np.abs(zf) * 0.5)
+        if cfg.weekly_shift_test:  # and far from last week's value, where the stream has one (a weekly pattern)
+            z = np.where(ready_w, np.fmin(z, np.abs(zw)), z)
+        if cfg.record_half_life > 0:
+            record = b[:, 18] * self._record_decay
+            beats = z > cfg.record_margin * record
+            b[:, 18] = np.where(ready_f & np.isfinite(z), np.fmax(record, z), record)
+            z = np.where(beats, z, np.fmin(z, cfg.spike_z * 0.99))  # below the bar: at most just under an event
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
         hold = ts < b[:, 10]
@@ -205,7 +247,19 @@ class EventEvidence(RowStatefulMixin):
         # Only a pipeline without any daily reference tests the forecast residual (a forecaster that lags a shift); a
         # forecaster's error is too autocorrelated to test where the daily one will be there tomorrow.
         test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat & ~echo
-        u = np.clip(np.where(ready_d, zd, np.where(test, zf, 0.0)), -cfg.shift_clip, cfg.shift_clip)
+        u = np.where(ready_d, zd, np.where(test, zf, 0.0))
+        if cfg.weekly_shift_test:
+            # Where last week's reference exists, a shift must depart from it too (the same way): a Monday is not
+            # a shift from Sunday when it is like last Monday.
+            # The departure (in the stream's units) from both references, the smaller one, judged against the
+            # tighter of their noises: a weekly pattern inflates the daily noise, which alone would hide a shift.
+            both = ready_d & ready_w & ~anchor
+            sd_d, sd_w = np.maximum(np.sqrt(ds[:, 1]), floor), np.maximum(np.sqrt(ws[:, 1]), floor)
+            dep_d, dep_w = zd * sd_d, zw * sd_w
+            joint = np.where(dep_d * dep_w > 0, np.sign(dep_d) * np.fmin(np.abs(dep_d), np.abs(dep_w)), 0.0)
+            with np.errstate(invalid="ignore"):
+                u = np.where(both, joint / np.fmin(sd_d, sd_w), u)
+        u = np.clip(u, -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, b[:, 8] + u - cfg.shift_delta), 0.0)
         down = np.where(test, np.maximum(0.0, b[:, 9] - u - cfg.shift_delta), 0.0)
         stat = np.maximum(up, down)
@@ -224,6 +278,8 @@ class EventEvidence(RowStatefulMixin):
 
         self._learn(fs, fore, zf, learn)
         self._learn(ds, daily, zd, learn & ~hold, anchor)
+        if cfg.weekly_shift_test:
+            self._learn(ws, weekly, zw, learn & ~hold, anchor)
         evidence = np.maximum(spike, shift)
         loud = evidence >= cfg.high
         if in_event is not None:
