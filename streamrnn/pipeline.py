@@ -95,6 +95,9 @@ class PipelineConfig:
     # The spike record gate (events.record_half_life / record_margin, as for flat lines and gaps): a spike opens an
     # event only when larger than the stream's recent largest (lab switch for ablations; shipped on)
     spike_record: bool = True
+    # ... but only for a stream with more than this many loud values (z >= spike_z) within the half-life: a few
+    # incidents keep paging each, however large the first was (lab switch)
+    spike_record_budget: float = 3.0
     # The level-shift test asks the value a week earlier too, where the second seasonal period gives it (lab
     # switch for ablations; shipped on)
     weekly_shift_test: bool = True
@@ -214,7 +217,7 @@ class Pipeline:
             period_s=config.channels.seasonal_periods_s[0] if has_daily else 86400.0,
             fore_shift_test=not has_daily,
             record_half_life=config.record_half_life if config.spike_record else 0.0,
-            record_margin=config.record_margin,
+            record_margin=config.record_margin, record_budget=config.spike_record_budget,
             weekly_shift_test=config.weekly_shift_test and has_weekly), cap)
         self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
                                          record_margin=config.record_margin, capacity=cap)

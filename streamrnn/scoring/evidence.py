@@ -64,8 +64,8 @@ _TINY = 1e-9
 # Nor is a departure smaller than this fraction of the stream's scale (the spread of its values) a departure: a
 # perfectly periodic stream's daily residual is float rounding, whose "noise" would make rounding look like a shift.
 _RESOLUTION = 1e-4
-_BLOCK = 23  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
-# weekly channel)
+_BLOCK = 24  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
+# weekly channel, 23 before the count of loud values)
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class EvidenceConfig:
     # first.
     record_half_life: float = 0.0
     record_margin: float = 1.2
+    record_budget: float = 3.0  # loud values (z >= spike_z) lately before the spike record gate holds
     weekly_shift_test: bool = False  # the shift test also asks the value a week earlier (see update)
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -226,8 +227,13 @@ class EventEvidence(RowStatefulMixin):
             z = np.where(ready_w, np.fmin(z, np.abs(zw)), z)
         if cfg.record_half_life > 0:
             record = b[:, 18] * self._record_decay
-            beats = z > cfg.record_margin * record
-            b[:, 18] = np.where(ready_f & np.isfinite(z), np.fmax(record, z), record)
+            loud_count = b[:, 23] * self._record_decay
+            # The gate holds only for a stream whose spikes are its normal life: more than record_budget loud values
+            # lately. A stream with a few incidents keeps paging for each (a big one does not hide the next).
+            beats = (z > cfg.record_margin * record) | (loud_count < cfg.record_budget)
+            seen = ready_f & np.isfinite(z)
+            b[:, 18] = np.where(seen, np.fmax(record, z), record)
+            b[:, 23] = loud_count + (seen & (z >= cfg.spike_z))
             z = np.where(beats, z, np.fmin(z, cfg.spike_z * 0.99))  # below the bar: at most just under an event
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 

@@ -226,3 +226,16 @@ def test_a_weekly_pattern_is_not_a_level_shift_a_real_shift_is():
     base = PipelineConfig.from_settings(load_settings(None, environ={}))
     without = _run_series(t, x, dataclasses.replace(base, weekly_shift_test=False))
     assert len([e for e in without if e.kind == "level_shift" and T0 + 15 * DAY < e.start < t[shift]]) >= 2
+
+
+def test_a_large_incident_does_not_hide_the_next_one():
+    """The spike record gate holds only for streams whose spikes are their normal life: after one large spike, a
+    smaller one two days later still opens its own event (issue 16)."""
+    rng = np.random.default_rng(2)
+    t = T0 + 300.0 * np.arange(int(10 * DAY / 300))
+    x = 30 + 3 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 0.3, len(t))
+    first, second = int(5 * DAY / 300) + 20, int(7 * DAY / 300) + 150
+    x[first] += 30.0
+    x[second] += 6.0
+    starts = [e.start for e in _run_series(t, x) if e.kind == "spike"]
+    assert starts == [t[first], t[second]], [(s - T0) / DAY for s in starts]
