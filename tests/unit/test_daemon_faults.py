@@ -215,43 +215,39 @@ def test_a_shutdown_that_cannot_snapshot_is_not_reported_clean(tmp_path):
     assert not daemon.final_snapshot_saved
 
 
-def test_a_shutdown_right_after_a_rewind_is_not_reported_clean(tmp_path):
-    # SIGTERM while a send is blocked in an outage: the send gives up, every partition rewinds (its state since
-    # the last snapshot dropped, waiting to be restored), and then the shutdown finds nothing owned to snapshot.
-    class BlockedProducer(Producer):
-        blocked = False
+class _OutageProducer(Producer):
+    """Every send gives up while ``blocked`` (no metadata: the broker is away)."""
 
-        def send(self, topic, key=None, value=None, headers=None):
-            if self.blocked:
-                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
-            return super().send(topic, key, value, headers)
+    blocked = False
 
-    producer = BlockedProducer()
+    def send(self, topic, key=None, value=None, headers=None):
+        if self.blocked:
+            raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
+        return super().send(topic, key, value, headers)
+
+
+def _rewound_daemon(tmp_path):
+    """A daemon whose second batch met an outage: its partition rewound, waiting to be restored."""
+    producer = _OutageProducer()
     daemon, _metrics = daemon_with(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
     records = Records()
     daemon.process(records.batch([(0, b"a", value("a", T0))]))
     producer.blocked = True
     daemon.process(records.batch([(0, b"a", value("a", T0 + 60))]))
     assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+    return daemon, producer
+
+
+def test_a_shutdown_right_after_a_rewind_is_not_reported_clean(tmp_path):
+    # SIGTERM while a send is blocked in an outage: the send gives up, every partition rewinds (its state since
+    # the last snapshot dropped, waiting to be restored), and then the shutdown finds nothing owned to snapshot.
+    daemon, _producer = _rewound_daemon(tmp_path)
     daemon._shutdown()
     assert not daemon.final_snapshot_saved
 
 
 def test_a_shutdown_after_a_rewind_was_restored_is_clean(tmp_path):
-    class BlockedProducer(Producer):
-        blocked = False
-
-        def send(self, topic, key=None, value=None, headers=None):
-            if self.blocked:
-                raise KafkaTimeoutError("Failed to update metadata after 10.0 secs")
-            return super().send(topic, key, value, headers)
-
-    producer = BlockedProducer()
-    daemon, _metrics = daemon_with(tmp_path, producer, STREAMRNN_KAFKA__SCORES="all")
-    records = Records()
-    daemon.process(records.batch([(0, b"a", value("a", T0))]))
-    producer.blocked = True
-    daemon.process(records.batch([(0, b"a", value("a", T0 + 60))]))
+    daemon, producer = _rewound_daemon(tmp_path)
     producer.blocked = False  # the broker is back: the partition is restored from its snapshot
     daemon._restore_pending()
     assert not daemon._pending_assign
