@@ -215,6 +215,7 @@ class Pipeline:
             shift_delta=config.level_shift_delta, shift_hold_s=config.level_shift_hold_s,
             warmup=config.scoring_warmup,
             period_s=config.channels.seasonal_periods_s[0] if has_daily else 86400.0,
+            week_s=config.channels.seasonal_periods_s[1] if has_weekly else 604800.0,
             fore_shift_test=not has_daily,
             record_half_life=config.record_half_life if config.spike_record else 0.0,
             record_margin=config.record_margin, record_budget=config.spike_record_budget,

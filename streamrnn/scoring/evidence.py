@@ -64,8 +64,8 @@ _TINY = 1e-9
 # Nor is a departure smaller than this fraction of the stream's scale (the spread of its values) a departure: a
 # perfectly periodic stream's daily residual is float rounding, whose "noise" would make rounding look like a shift.
 _RESOLUTION = 1e-4
-_BLOCK = 24  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
-# weekly channel, 23 before the count of loud values)
+_BLOCK = 25  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
+# weekly channel, 23 before the count of loud values, 24 before the weekly restart)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class EvidenceConfig:
     shift_clip: float = 3.0
     shift_hold_s: float = 86400.0
     period_s: float = 86400.0  # the period of the ``daily`` reference (the first seasonal channel)
+    week_s: float = 604800.0  # the period of the ``weekly`` reference (the second seasonal channel)
     fore_shift_test: bool = False  # no daily reference exists at all: the shift test runs on the forecast residual
     spike_refs: str = "both"  # both | forecast | daily: which residuals must be far for spike evidence (ablation)
     slope_gain: float = 0.25  # the level's slope learns at slope_gain * alpha^2 (Brown's double smoothing: 1)
@@ -89,7 +90,7 @@ class EvidenceConfig:
     # first.
     record_half_life: float = 0.0
     record_margin: float = 1.2
-    record_budget: float = 3.0  # loud values (z >= spike_z) lately before the spike record gate holds
+    record_budget: float = 3.0  # loud episodes (z >= spike_z) lately before the spike record gate holds
     weekly_shift_test: bool = False  # the shift test also asks the value a week earlier (see update)
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -217,6 +218,12 @@ class EventEvidence(RowStatefulMixin):
         zf, ready_f = self._z(fs, fore, floor)
         zd, ready_d = self._z(ds, daily, floor)
         zw, ready_w = self._z(ws, weekly, floor)
+        # A week after a shift fired, last week's value holds the new level: the weekly level restarts there (else it
+        # would keep the old offset and read the shift's week-old echo as normal, hiding the next shift).
+        anchor_w = (b[:, 24] > 0) & (ts >= b[:, 24]) & np.isfinite(weekly)
+        if anchor_w.any():
+            zw = np.where(anchor_w, 0.0, zw)
+            b[:, 24] = np.where(anchor_w, 0.0, b[:, 24])
         if cfg.spike_refs == "forecast":
             z = np.abs(zf)
         elif cfg.spike_refs == "daily":
@@ -228,12 +235,14 @@ class EventEvidence(RowStatefulMixin):
         if cfg.record_half_life > 0:
             record = b[:, 18] * self._record_decay
             loud_count = b[:, 23] * self._record_decay
-            # The gate holds only for a stream whose spikes are its normal life: more than record_budget loud values
-            # lately. A stream with a few incidents keeps paging for each (a big one does not hide the next).
+            # The gate holds only for a stream whose spikes are its normal life: more than record_budget loud
+            # episodes (runs of loud values) lately. A stream with a few incidents keeps paging for each (a big one,
+            # or a shift the forecaster takes a few values to follow, does not hide the next).
             beats = (z > cfg.record_margin * record) | (loud_count < cfg.record_budget)
             seen = ready_f & np.isfinite(z)
+            was_loud = (b[:, 16] == b[:, 17]) & (b[:, 16] > 0)  # the previous value was loud
             b[:, 18] = np.where(seen, np.fmax(record, z), record)
-            b[:, 23] = loud_count + (seen & (z >= cfg.spike_z))
+            b[:, 23] = loud_count + (seen & (z >= cfg.spike_z) & ~was_loud)
             z = np.where(beats, z, np.fmin(z, cfg.spike_z * 0.99))  # below the bar: at most just under an event
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
@@ -276,6 +285,9 @@ class EventEvidence(RowStatefulMixin):
             up[fired] = 0.0
             down[fired] = 0.0
             b[fired, 10] = ts[fired] + cfg.shift_hold_s
+            # the earliest pending restart is kept (a later shift's week is then read against the earlier one's)
+            pending = b[fired, 24]
+            b[fired, 24] = np.where(pending > 0, np.minimum(pending, ts[fired] + cfg.week_s), ts[fired] + cfg.week_s)
             hold = hold | fired
             held = held | fired
         b[:, 13] = held & ~anchor
@@ -285,7 +297,7 @@ class EventEvidence(RowStatefulMixin):
         self._learn(fs, fore, zf, learn)
         self._learn(ds, daily, zd, learn & ~hold, anchor)
         if cfg.weekly_shift_test:
-            self._learn(ws, weekly, zw, learn & ~hold, anchor)
+            self._learn(ws, weekly, zw, learn & ~hold, anchor | anchor_w)
         evidence = np.maximum(spike, shift)
         loud = evidence >= cfg.high
         if in_event is not None:
