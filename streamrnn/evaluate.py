@@ -981,16 +981,23 @@ def load_results(results_dir: str | Path) -> tuple[dict[str, tuple[np.ndarray, n
     return series, {k: v[0] for k, v in records.items()}
 
 
-def load_results_with_kinds(
-    results_dir: str | Path, on_file: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, list[str]]]]:
-    """:func:`load_results` with each series' events as ``([m, 2] intervals, [m] kinds)``."""
+def result_csvs(results_dir: str | Path) -> tuple[Path, list[Path]]:
+    """The result directory and every CSV below it, sorted (what `streamrnn replay` wrote); an error when there is
+    none."""
     root = Path(results_dir)
     if not root.is_dir():
         raise EvaluationError(f"{root}: not a directory")
     paths = sorted(p for p in root.rglob("*.csv") if p.is_file())
     if not paths:
-        raise EvaluationError(f"{root}: no result CSVs below this directory")
+        raise EvaluationError(f"{root}: no result CSVs below this directory (is it a replay output?)")
+    return root, paths
+
+
+def load_results_with_kinds(
+    results_dir: str | Path, on_file: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, list[str]]]]:
+    """:func:`load_results` with each series' events as ``([m, 2] intervals, [m] kinds)``."""
+    root, paths = result_csvs(results_dir)
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     origin: dict[str, Path] = {}
     events: dict[str, tuple[np.ndarray, list[str]]] = {}

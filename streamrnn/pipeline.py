@@ -95,8 +95,8 @@ class PipelineConfig:
     # The spike record gate (events.record_half_life / record_margin, as for flat lines and gaps): a spike opens an
     # event only when larger than the stream's recent largest (lab switch for ablations; shipped on)
     spike_record: bool = True
-    # ... but only for a stream with more than this many loud values (z >= spike_z) within the half-life: a few
-    # incidents keep paging each, however large the first was (lab switch)
+    # ... but only for a stream with more than this many loud episodes (runs of z >= spike_z) within the half-life:
+    # a few incidents keep paging each, however large the first was (lab switch)
     spike_record_budget: float = 3.0
     # The level-shift test asks the value a week earlier too, where the second seasonal period gives it (lab
     # switch for ablations; shipped on)
@@ -543,8 +543,7 @@ class Pipeline:
         ids = batch.stream[idx]
         peak_before = self.residual_events.state["peak"][rows].copy()
         residual_events = self.residual_events.update(rows, ids, ts, event_evidence, shifted.astype(np.int8))
-        self._track_peak_band(rows, event_evidence, peak_before, np.stack(
-            [x[:, self._targets], predicted, lower, upper], axis=-1))
+        self._track_peak_band(rows, event_evidence, peak_before, (x[:, self._targets], predicted, lower, upper))
         events.extend(self._with_band(residual_events, ids, rows))
         events.extend(self.flatline_events.update(rows, ids, ts, flat_score, np.zeros(len(rows), dtype=np.int8)))
         if self.state_channel is not None and self.state_events is not None:
@@ -571,12 +570,13 @@ class Pipeline:
         out.accepted[idx] = True
 
     def _track_peak_band(self, rows: np.ndarray, evidence: np.ndarray, peak_before: np.ndarray,
-                         targets: np.ndarray) -> None:
-        """Keep each residual event's targets at its peak: the value whose evidence set (or matched) the peak."""
+                         targets: tuple[np.ndarray, ...]) -> None:
+        """Keep each residual event's targets (value, forecast, lower, upper: each [m, n_targets]) at its peak: the
+        value whose evidence set (or matched) the peak."""
         peak = self.residual_events.state["peak"][rows]
         at_peak = (evidence > 0) & (evidence == peak) & ((peak != peak_before) | self.residual_events.is_open(rows))
         if at_peak.any():
-            self._peak_band["at_peak"][rows[at_peak]] = targets[at_peak]
+            self._peak_band["at_peak"][rows[at_peak]] = np.stack([t[at_peak] for t in targets], axis=-1)
 
     def _with_band(self, emitted: list[Event], ids: np.ndarray, rows: np.ndarray) -> list[Event]:
         """The residual channel's events with their targets at the peak (when the band was known there)."""

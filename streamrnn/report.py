@@ -30,7 +30,7 @@ import numpy as np
 
 from streamrnn.alarm_metrics import EventQuality, event_quality
 from streamrnn.connectors.files import InputError
-from streamrnn.evaluate import load_windows, parse_timestamps, read_event_records, windows_from_labels
+from streamrnn.evaluate import load_windows, parse_timestamps, read_event_records, result_csvs, windows_from_labels
 from streamrnn.records import EVENT_KINDS
 
 WIDTH = 1000  # pixel columns of the plot area: the downsampling target
@@ -143,12 +143,7 @@ def read_result_file(path: Path, key: str) -> list[StreamData]:
 def read_output(results_dir: Path, windows_path: Path | None = None) -> tuple[list[StreamData], bool]:
     """Every stream below a replay output directory, and whether labels exist (a windows file, which then replaces
     the label columns, or some ``label`` = 1 row)."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise InputError(f"{root}: not a directory")
-    paths = sorted(p for p in root.rglob("*.csv") if p.is_file())
-    if not paths:
-        raise InputError(f"{root}: no result CSVs below this directory (is it a replay output?)")
+    root, paths = result_csvs(results_dir)
     streams: list[StreamData] = []
     for path in paths:
         streams += read_result_file(path, path.relative_to(root).as_posix())

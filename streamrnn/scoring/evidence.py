@@ -121,7 +121,9 @@ class EventEvidence(RowStatefulMixin):
         # start and end ts of the latest flat run (a bad reference one period later), two flags: in a hold (the
         # daily level restarts after it), the last value had no daily residual (the level restarts at the next);
         # then the start and end ts of the latest loud span (values at `high` or inside an event: no reference one
-        # period later either, or yesterday's spike would come back today as a shift) and the previous value's ts.
+        # period later either, or yesterday's spike would come back today as a shift) and the previous value's ts;
+        # then the spike record (18), the weekly residual's level, variance, values learned, slope (19-22), the
+        # decayed count of loud episodes (23) and when the weekly level restarts after a shift (24; 0: none).
         self.state = RowArrays({"b": ((_BLOCK,), "float64", 0.0)}, capacity)
 
     def restore(self, rows: np.ndarray, data) -> None:
@@ -131,14 +133,14 @@ class EventEvidence(RowStatefulMixin):
             block = np.concatenate([block, np.zeros((len(block), _BLOCK - block.shape[1]))], axis=1)
         self.state.restore(rows, {"b": block})
 
-    def _z(self, stats: np.ndarray, x: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(signed z of x against its predicted level, ready) for one channel's [m, 4] statistics; ``floor``: the
-        smallest noise unit."""
+    def _z(self, stats: np.ndarray, x: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(signed z of x against its predicted level, ready, the noise unit) for one channel's [m, 4] statistics;
+        ``floor``: the smallest noise unit."""
         sd = np.maximum(np.sqrt(stats[:, 1]), floor)
         ready = (stats[:, 2] >= self.config.warmup) & np.isfinite(x)
         with np.errstate(invalid="ignore"):
             z = (x - stats[:, 0] - stats[:, 3]) / sd
-        return np.where(ready, z, np.nan), ready
+        return np.where(ready, z, np.nan), ready, sd
 
     def _learn(self, stats: np.ndarray, x: np.ndarray, z: np.ndarray, learn: np.ndarray,
                anchor: np.ndarray | None = None) -> None:
@@ -215,9 +217,10 @@ class EventEvidence(RowStatefulMixin):
         weekly = np.full(m, np.nan) if weekly is None else np.asarray(weekly, dtype=np.float64)
         if bad.any():
             weekly = np.where(bad, np.nan, weekly)
-        zf, ready_f = self._z(fs, fore, floor)
-        zd, ready_d = self._z(ds, daily, floor)
-        zw, ready_w = self._z(ws, weekly, floor)
+        zf, ready_f, _sd_f = self._z(fs, fore, floor)
+        zd, ready_d, sd_d = self._z(ds, daily, floor)
+        zw, ready_w, sd_w = self._z(ws, weekly, floor)
+        prev_loud = (b[:, 16] == b[:, 17]) & (b[:, 16] > 0)  # the previous value was loud
         # A week after a shift fired, last week's value holds the new level: the weekly level restarts there (else it
         # would keep the old offset and read the shift's week-old echo as normal, hiding the next shift).
         anchor_w = (b[:, 24] > 0) & (ts >= b[:, 24]) & np.isfinite(weekly)
@@ -240,9 +243,8 @@ class EventEvidence(RowStatefulMixin):
             # or a shift the forecaster takes a few values to follow, does not hide the next).
             beats = (z > cfg.record_margin * record) | (loud_count < cfg.record_budget)
             seen = ready_f & np.isfinite(z)
-            was_loud = (b[:, 16] == b[:, 17]) & (b[:, 16] > 0)  # the previous value was loud
             b[:, 18] = np.where(seen, np.fmax(record, z), record)
-            b[:, 23] = loud_count + (seen & (z >= cfg.spike_z) & ~was_loud)
+            b[:, 23] = loud_count + (seen & (z >= cfg.spike_z) & ~prev_loud)
             z = np.where(beats, z, np.fmin(z, cfg.spike_z * 0.99))  # below the bar: at most just under an event
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
@@ -264,12 +266,10 @@ class EventEvidence(RowStatefulMixin):
         test = (ready_d | (ready_f & cfg.fore_shift_test)) & ~hold & ~flat & ~echo
         u = np.where(ready_d, zd, np.where(test, zf, 0.0))
         if cfg.weekly_shift_test:
-            # Where last week's reference exists, a shift must depart from it too (the same way): a Monday is not
-            # a shift from Sunday when it is like last Monday.
-            # The departure (in the stream's units) from both references, the smaller one, judged against the
-            # tighter of their noises: a weekly pattern inflates the daily noise, which alone would hide a shift.
+            # Where last week's reference exists, a shift must depart from it too, the same way (a Monday is no
+            # shift from Sunday when it is like last Monday): the smaller departure, in the stream's units, judged
+            # against the tighter of the two noises (a weekly pattern inflates the daily noise, which would hide one).
             both = ready_d & ready_w & ~anchor
-            sd_d, sd_w = np.maximum(np.sqrt(ds[:, 1]), floor), np.maximum(np.sqrt(ws[:, 1]), floor)
             dep_d, dep_w = zd * sd_d, zw * sd_w
             joint = np.where(dep_d * dep_w > 0, np.sign(dep_d) * np.fmin(np.abs(dep_d), np.abs(dep_w)), 0.0)
             with np.errstate(invalid="ignore"):
@@ -302,7 +302,7 @@ class EventEvidence(RowStatefulMixin):
         loud = evidence >= cfg.high
         if in_event is not None:
             loud |= np.asarray(in_event, dtype=bool)
-        goes_on = loud & (b[:, 16] == b[:, 17]) & (b[:, 16] > 0)  # the previous value was loud too
+        goes_on = loud & prev_loud
         b[:, 15] = np.where(loud & ~goes_on, ts, b[:, 15])
         b[:, 16] = np.where(loud, ts, b[:, 16])
         b[:, 17] = ts
