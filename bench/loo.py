@@ -41,14 +41,17 @@ DAY = 86400.0
 # name -> PipelineConfig changes. "before": the event switches as issue 16 found them (the numerical floor and the
 # flat-run fix are not switchable and apply to every candidate).
 CANDIDATES = {
-    "before": dict(spike_record=False, weekly_shift_test=False, record_half_life=1000.0),
+    "before": dict(spike_record=False, weekly_shift_test=False, record_half_life=1000.0, alarm_rate=0.0),
     **{f"record{int(h)}{'+spike' if s else ''}{'+weekly' if w else ''}": dict(
-        spike_record=s, weekly_shift_test=w, record_half_life=h, spike_record_budget=0.0)
+        spike_record=s, weekly_shift_test=w, record_half_life=h, spike_record_budget=0.0, alarm_rate=0.0)
        for h in (1000.0, 2000.0, 3000.0) for s in (False, True) for w in (False, True)},
     # the spike gate only for streams with more than `budget` loud values within the half-life
     **{f"record{int(h)}+spike{int(b)}+weekly": dict(
-        spike_record=True, weekly_shift_test=True, record_half_life=h, spike_record_budget=b)
+        spike_record=True, weekly_shift_test=True, record_half_life=h, spike_record_budget=b, alarm_rate=0.0)
        for h in (1000.0, 2000.0, 3000.0) for b in (3.0, 6.0)},
+    # the false-alarm budget (alarms per stream and day, every kind; the record gates off): one knob
+    **{f"budget{r:g}": dict(spike_record=True, weekly_shift_test=True, record_half_life=3000.0, alarm_rate=r)
+       for r in (0.03, 0.05, 0.1, 0.2)},
 }
 
 

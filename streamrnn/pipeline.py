@@ -20,8 +20,9 @@ Per value, in this order (causal: a value is scored before anything learns from 
    (:mod:`streamrnn.scoring.evidence`): the residual channel opens a ``spike`` when a value departs
    ``events.spike_z`` noise units from both its forecast and the value a day earlier, and names it (or opens)
    ``level_shift`` when a CUSUM of the signed residual against the value a day earlier fires; the ``flatline``
-   channel when a run of repeats is unlikely for the stream and longer than its longest recent one (record gate). The
-   out-of-range channel and the 20-value smoothing rank values (the ``score``) but open no event.
+   channel when a run of repeats is unlikely for the stream; each kind must also clear the stream's false-alarm
+   budget bar (:mod:`streamrnn.scoring.budget`: its own recent evidence would clear it ``events.alarm_rate_per_day``
+   times a day). The out-of-range channel and the 20-value smoothing rank values (the ``score``) but open no event.
 
 Several values of one stream in one batch are applied in arrival order in successive sub-steps, each of which
 touches every stream at most once; so every value is judged against what arrived before it, whatever the batching.
@@ -47,6 +48,7 @@ from streamrnn.model.stepper import ModelStepper
 from streamrnn.records import EVENT_KINDS, Event, ObservationBatch, Rejected, ScoreBatch, StepResult
 from streamrnn.rowstate import RowArrays
 from streamrnn.scoring.band import ExpectedBand
+from streamrnn.scoring.budget import AlarmBudget
 from streamrnn.scoring.channels import ChannelConfig, ScoreChannels
 from streamrnn.scoring.events import EventConfig, EventDetector
 from streamrnn.scoring.registry import make_scorer
@@ -56,6 +58,7 @@ from streamrnn.scoring.state import StateChannel, StateConfig
 from streamrnn.state.clock import CONFIRM_VALUES, ClockGuard
 from streamrnn.state.history import HistoryBuffer
 from streamrnn.state.normalizer import Normalizer
+from streamrnn.state.seasonal import SeasonalStore
 from streamrnn.state.table import StreamTable
 
 RESIDUAL_KINDS = ("spike", "level_shift")
@@ -92,8 +95,9 @@ class PipelineConfig:
     level_shift_delta: float = 0.5
     level_shift_hold_s: float = 86400.0
     spike_z: float = 4.0
-    # The spike record gate (events.record_half_life / record_margin, as for flat lines and gaps): a spike opens an
-    # event only when larger than the stream's recent largest (lab switch for ablations; shipped on)
+    # Without the false-alarm budget (alarm_rate 0): the spike record gate (events.record_half_life / record_margin,
+    # as for flat lines and gaps): a spike opens an event only when larger than the stream's recent largest (lab
+    # switch for ablations)
     spike_record: bool = True
     # ... but only for a stream with more than this many loud episodes (runs of z >= spike_z) within the half-life:
     # a few incidents keep paging each, however large the first was (lab switch)
@@ -101,6 +105,9 @@ class PipelineConfig:
     # The level-shift test asks the value a week earlier too, where the second seasonal period gives it (lab
     # switch for ablations; shipped on)
     weekly_shift_test: bool = True
+    # False-alarm budget: spikes, level shifts, flat lines and gaps clear a per-stream bar set to this many alarms a
+    # day (0: off, the record gates instead)
+    alarm_rate: float = 0.1
     state_alpha: float = 2e-4  # the multivariate state channel's false-alarm probability per value (2+ values)
     band_coverage: float = 0.99  # share of a stream's normal values its expected band is fitted to hold
     record_half_life: float = 3000.0
@@ -176,6 +183,7 @@ class PipelineConfig:
             band_coverage=s.scoring.band_coverage,
             record_half_life=s.events.record_half_life,
             record_margin=s.events.record_margin,
+            alarm_rate=s.events.alarm_rate_per_day,
             idle_ttl_s=s.state.idle_ttl_s,
             max_jump_s=s.state.max_jump_s,
             history_size=s.state.history_size,
@@ -206,8 +214,17 @@ class Pipeline:
         # thing whichever scorer is chosen; a config can still pass log_scale=false.
         params = {"log_scale": True, **dict(config.scoring_params)}
         self.scorer = make_scorer(config.scoring_method, warmup=config.scoring_warmup, **params)
+        # One seasonal store (the value a day / a week earlier) when the score channels and the forecast combiner
+        # keep the same periods: they read it before the value, the pipeline writes the value after them.
+        n_targets = len(config.targets)
+        self.seasonal: SeasonalStore | None = None
+        if config.channels is not None and config.combiner is not None and (
+                tuple(config.channels.seasonal_periods_s) == tuple(config.combiner.seasonal_periods_s)
+                and tuple(config.channels.seasonal_bins) == tuple(config.combiner.seasonal_bins)):
+            self.seasonal = SeasonalStore(config.channels.seasonal_periods_s, config.channels.seasonal_bins,
+                                          n_targets, cap)
         self.channels = None if config.channels is None else ScoreChannels(
-            config.channels, config.scoring_method, params, config.scoring_warmup, cap)
+            config.channels, config.scoring_method, params, config.scoring_warmup, cap, store=self.seasonal)
         has_daily = config.channels is not None and len(config.channels.seasonal_periods_s) > 0
         has_weekly = config.channels is not None and len(config.channels.seasonal_periods_s) > 1
         self.event_evidence = EventEvidence(EvidenceConfig(
@@ -217,12 +234,17 @@ class Pipeline:
             period_s=config.channels.seasonal_periods_s[0] if has_daily else 86400.0,
             week_s=config.channels.seasonal_periods_s[1] if has_weekly else 604800.0,
             fore_shift_test=not has_daily,
-            record_half_life=config.record_half_life if config.spike_record else 0.0,
+            record_half_life=config.record_half_life if config.spike_record and config.alarm_rate <= 0 else 0.0,
             record_margin=config.record_margin, record_budget=config.spike_record_budget,
-            weekly_shift_test=config.weekly_shift_test and has_weekly), cap)
+            weekly_shift_test=config.weekly_shift_test and has_weekly, alarm_rate=config.alarm_rate), cap)
+        # With the false-alarm budget, runs of repeats and silences clear their stream's bar too (else the record
+        # gate, in values / usual intervals, holds).
         self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
-                                         record_margin=config.record_margin, capacity=cap)
-        self.silence = RecordGate(config.record_half_life, config.record_margin, cap)
+                                         record_margin=config.record_margin, alarm_rate=config.alarm_rate,
+                                         capacity=cap)
+        self.silence: AlarmBudget | RecordGate = (
+            AlarmBudget(config.gap_intervals, config.alarm_rate, capacity=cap) if config.alarm_rate > 0
+            else RecordGate(config.record_half_life, config.record_margin, cap))
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)
         self.flatline_events = EventDetector("flatline", config.events, FLATLINE_KINDS, cap)
         self.state_channel: StateChannel | None = None
@@ -234,12 +256,11 @@ class Pipeline:
             self.state_events = EventDetector("state", confirm, STATE_KINDS, cap)
         self._detectors = [d for d in (self.residual_events, self.flatline_events, self.state_events) if d is not None]
         self.history = HistoryBuffer(config.history_size, n_values, cap)
-        n_targets = len(config.targets)
         self.band = ExpectedBand(n_targets, config.band_coverage, warmup=config.scoring_warmup, capacity=cap)
         # Each residual event's targets (value, forecast, lower, upper) at its peak so far: what its events report.
         self._peak_band = RowArrays({"at_peak": ((n_targets, 4), "float64", np.nan)}, cap)
         self.combiner = None if config.combiner is None else ForecastCombiner(
-            config.combiner, n_targets, config.horizon, cap)
+            config.combiner, n_targets, config.horizon, cap, store=self.seasonal)
         self.own = RowArrays(
             {
                 # Forecasts of the target(s), raw units, for the next `horizon` steps (ring indexed by step count).
@@ -264,6 +285,7 @@ class Pipeline:
             ("normalizer", self.normalizer),
             ("scorer", self.scorer),
             ("band", self.band),
+            *([("seasonal", self.seasonal)] if self.seasonal is not None else []),
             *([("channels", self.channels)] if self.channels is not None else []),
             ("event_evidence", self.event_evidence),
             ("flatline", self.flatline),
@@ -437,8 +459,11 @@ class Pipeline:
         known = np.isfinite(interval) & (table["count"][rows] >= 3)
         gap = known & (dt > cfg.gap_intervals * interval)
         gap_seen = gap.copy()
-        # Record gate: a silence counts only when longer than the stream's longest recent one (in usual intervals).
-        gap &= self.silence.exceeds(rows, np.where(known, dt / interval, 0.0))
+        # A silence counts only when it clears the stream's budget bar (or, without one, beats its recent record).
+        if isinstance(self.silence, AlarmBudget):
+            gap &= self.silence.gate(rows, ts, np.where(gap, dt / interval, np.nan))
+        else:
+            gap &= self.silence.exceeds(rows, np.where(known, dt / interval, 0.0))
         reset = known & (dt > cfg.reset_gap_intervals * interval)
         if cfg.reset_gap_s > 0:
             reset |= dt > cfg.reset_gap_s
@@ -454,7 +479,7 @@ class Pipeline:
             self._drop_forecasts(reset_rows)
             if self.combiner is not None:
                 self.combiner.interrupt(reset_rows)
-            self.flatline.reset(reset_rows)
+            self.flatline.restart(reset_rows)
 
         # 2. score the value against the forecast made before it was seen --------------------------------------
         step_count = table["count"][rows]
@@ -518,10 +543,12 @@ class Pipeline:
             # The network's forecast is one input of the stream's own combination (exactly naive at the start).
             forecast = self.combiner.step(rows, ts, table["interval"][rows], x[:, self._targets], forecast, slot)
         self.own["forecast"][rows, slot] = forecast
+        if self.seasonal is not None:  # after its last reader
+            self.seasonal.record(rows, ts, x[:, self._targets])
 
         # 5. persistent-change detectors and events -----------------------------------------------------------
         x0 = x[:, self._targets[0]]
-        flat_score = self.flatline.update(rows, x0)
+        flat_score = self.flatline.update(rows, x0, ts)
         flat_score = np.where(normalizer_warming, 0.0, flat_score)
         daily = evidence[2] if self.channels is not None else np.full(len(rows), np.nan)
         weekly = evidence[3] if self.channels is not None else np.full(len(rows), np.nan)
@@ -773,6 +800,13 @@ class Pipeline:
         self._ensure_capacity(self.table.capacity)
         self._activity["seen"][rows] = self.steps
         stages = snapshot["stages"]
+        if self.seasonal is not None and "seasonal" not in stages:
+            # Older snapshots: the combiner (every target) or else the channels (the first) kept their own rings.
+            for owner in ("combiner", "channels"):
+                rings = {k: v for k, v in stages.get(owner, {}).items() if k[:3] in ("ref", "per") and "." not in k}
+                if rings:
+                    stages = {**stages, "seasonal": rings}
+                    break
         for name, stage in self._row_stages:
             if name not in stages:  # a snapshot from an older version without this stage: it starts fresh
                 stage.reset(rows)

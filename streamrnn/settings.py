@@ -217,8 +217,14 @@ class EventSettings(_Section):
     update_every: int = Field(0, ge=0, description="also an update every N values of an open event (0: off)")
     gap_intervals: float = Field(5.0, gt=1, description="a gap event when values stop for this many usual intervals")
     flatline_min_values: int = Field(12, ge=2, description="a repeated value counts as flat from this run length")
+    alarm_rate_per_day: float = Field(
+        0.1, ge=0, description="false-alarm budget: each stream's bar for spikes, level shifts, flat lines and gaps "
+        "rises until its own recent evidence (30 days, a Pareto tail) would clear it about this many times a day per "
+        "kind; a stream that seldom misbehaves keeps the fixed bars (spike_z, level_shift_threshold, "
+        "flatline_min_values, gap_intervals). Lower: fewer, larger alarms. 0: off (the record gate below instead)",
+    )
     record_half_life: float = Field(
-        3000.0, ge=0, description="record gate: a run of repeats, a silence or a spike opens a flatline / gap / spike "
+        3000.0, ge=0, description="only with alarm_rate_per_day = 0; record gate: a run of repeats, a silence or a spike opens a flatline / gap / spike "
         "event only when longer (larger) than record_margin times the stream's longest (largest) recent one, "
         "forgotten with this half-life in values (0: off)",
     )

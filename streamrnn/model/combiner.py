@@ -49,8 +49,8 @@ from typing import Mapping
 
 import numpy as np
 
-from streamrnn.features import phase_slot
 from streamrnn.rowstate import RowArrays
+from streamrnn.state.seasonal import SeasonalStore
 
 SOLVE_EVERY = 8  # values between re-solves of a row's weights (the statistics are updated at every value)
 INPUTS = ("network", "seasonal", "seasonal_diff", "level", "last_diff", "median")
@@ -96,7 +96,10 @@ class ForecastCombiner:
     then returns the forecast of the value ``horizon`` steps ahead. ``[m, n_targets]`` arrays throughout.
     """
 
-    def __init__(self, config: CombinerConfig, n_targets: int = 1, horizon: int = 1, capacity: int = 16) -> None:
+    def __init__(self, config: CombinerConfig, n_targets: int = 1, horizon: int = 1, capacity: int = 16,
+                 store: SeasonalStore | None = None) -> None:
+        """``store``: the seasonal references shared with other stages (the owner of the pipeline writes each value
+        into it after :meth:`step`); None: the combiner keeps and writes its own."""
         self.config = config
         self.n_targets = int(n_targets)
         self.horizon = int(horizon)
@@ -137,25 +140,36 @@ class ForecastCombiner:
             "steps": ((), "int64", 0),  # values seen (ring index of the pending forecasts)
             "phase": ((), "int8", 0),  # which of SOLVE_EVERY values re-solves the weights (spreads the cost)
         }
-        for k, b in enumerate(self.bins):
-            spec[f"ref{k}"] = ((b, T), "float32", np.nan)  # last value seen in each phase slot
-            spec[f"per{k}"] = ((b,), "int32", -2)  # the period index it was seen in
         self.state = RowArrays(spec, capacity)
+        if store is not None and (store.width != T or not store.matches(config.seasonal_periods_s, self.bins)):
+            raise ValueError("the shared seasonal store keeps other periods, bins or targets than the combiner's")
+        self._own_store = store is None
+        # the value seen in each phase slot, and the period index it was seen in
+        self.store = SeasonalStore(config.seasonal_periods_s, self.bins, T, capacity) if store is None else store
 
-    # -- RowStateful ------------------------------------------------------------------------------------------
+    # -- RowStateful: an own seasonal store travels with the state (its arrays at the top level, as before) ----
     def ensure_capacity(self, n_rows: int) -> None:
         self.state.ensure_capacity(n_rows)
+        if self._own_store:
+            self.store.ensure_capacity(n_rows)
 
     def reset(self, rows: np.ndarray) -> None:
         """Forget everything about ``rows`` (new streams): the naive forecast again."""
         rows = np.asarray(rows, dtype=np.int64)
         self.state.reset(rows)
+        if self._own_store:
+            self.store.reset(rows)
 
     def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        return self.state.snapshot(rows)
+        out = self.state.snapshot(rows)
+        if self._own_store:
+            out.update(self.store.snapshot(rows))
+        return out
 
     def restore(self, rows: np.ndarray, data: Mapping[str, np.ndarray]) -> None:
         self.state.restore(rows, data)
+        if self._own_store:
+            self.store.restore(rows, {k: v for k, v in data.items() if k[:3] in ("ref", "per")})
 
     # -- lifecycle events ---------------------------------------------------------------------------------------
     def interrupt(self, rows: np.ndarray) -> None:
@@ -271,10 +285,8 @@ class ForecastCombiner:
         st["level_dev"][rows] = spread
         st["last2"][rows] = last
         st["last"][rows] = y
-        for k in range(len(self.bins)):
-            s, per = self._slots(k, ts)
-            st[f"ref{k}"][rows, s] = y.astype(np.float32)
-            st[f"per{k}"][rows, s] = per
+        if self._own_store:
+            self.store.record(rows, ts, y)
         st["pending_u"][rows, slot] = u
         st["pending_base"][rows, slot] = y
         st["steps"][rows] = steps + 1
@@ -290,16 +302,9 @@ class ForecastCombiner:
         return np.where(use, combined, base)
 
     # -- internals ------------------------------------------------------------------------------------------------
-    def _slots(self, k: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return phase_slot(ts, self.periods[k], self.bins[k])
-
     def _reference(self, k: int, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """The value seen one period before ``ts`` in its phase slot, ``[m, T]`` (NaN if none or stale)."""
-        ok = np.isfinite(ts)
-        s, per = self._slots(k, np.where(ok, ts, 0.0))
-        ref = self.state[f"ref{k}"][rows, s].astype(np.float64)  # [m, T]
-        fresh = ok & (self.state[f"per{k}"][rows, s] == per - 1)
-        return np.where(fresh[:, None], ref, np.nan)
+        return self.store.reference(k, rows, ts)
 
     def _combine(self, base: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
         correction = np.einsum("mtk,mtk->mt", u, w)

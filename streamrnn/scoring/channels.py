@@ -30,11 +30,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from streamrnn.features import phase_slot
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import X_MAX, alpha_from
 from streamrnn.scoring.record import MAX_RATIO
 from streamrnn.scoring.registry import make_scorer
+from streamrnn.state.seasonal import SeasonalStore
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ class ScoreChannels(RowStatefulMixin):
     """
 
     def __init__(self, config: ChannelConfig, scorer_method: str, scorer_params: Mapping[str, Any],
-                 warmup: int = 200, capacity: int = 16) -> None:
+                 warmup: int = 200, capacity: int = 16, store: SeasonalStore | None = None) -> None:
+        """``store``: the seasonal references shared with other stages (the owner of the pipeline writes each value
+        into it, after every reader); None: the channels keep and write their own."""
         self.config = config
         self.periods = np.array(config.seasonal_periods_s, dtype=np.float64)
         self.bins = tuple(int(b) for b in config.seasonal_bins)
@@ -84,10 +86,12 @@ class ScoreChannels(RowStatefulMixin):
             "recent": ((), "float64", 0.0),  # decayed peak of the combined score (refractory)
             "excess": ((), "float64", 0.0),  # decayed peak of the excesses beyond the range (drift-aware unit)
         }
-        for k, b in enumerate(self.bins):
-            spec[f"ref{k}"] = ((b,), "float32", np.nan)  # last value seen in each phase slot
-            spec[f"per{k}"] = ((b,), "int32", -2)  # the period index it was seen in (int32: up to 2**31 periods)
         self.state = RowArrays(spec, capacity)
+        if store is not None and not store.matches(config.seasonal_periods_s, self.bins):
+            raise ValueError("the shared seasonal store keeps other periods or bins than the channels'")
+        self._own_store = store is None
+        # the value seen in each phase slot (column 0: the first target), and the period index it was seen in
+        self.store = SeasonalStore(config.seasonal_periods_s, self.bins, 1, capacity) if store is None else store
         self.scorers = [
             make_scorer(scorer_method, warmup=warmup, capacity=capacity, **dict(scorer_params))
             for _ in self.bins
@@ -99,39 +103,41 @@ class ScoreChannels(RowStatefulMixin):
     # -- RowStateful: the seasonal scorers' state travels with ours ------------------------------------------
     def ensure_capacity(self, n_rows: int) -> None:
         self.state.ensure_capacity(n_rows)
+        if self._own_store:
+            self.store.ensure_capacity(n_rows)
         for s in self.scorers:
             s.ensure_capacity(n_rows)
 
     def reset(self, rows: np.ndarray) -> None:
         self.state.reset(rows)
+        if self._own_store:
+            self.store.reset(rows)
         for s in self.scorers:
             s.reset(rows)
 
     def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         out = dict(self.state.snapshot(rows))
+        if self._own_store:  # at the top level, as when the channels kept the rings themselves
+            out.update(self.store.snapshot(rows))
         for k, s in enumerate(self.scorers):
             out.update({f"scorer{k}.{name}": arr for name, arr in s.snapshot(rows).items()})
         return out
 
     def restore(self, rows: np.ndarray, data: Mapping[str, np.ndarray]) -> None:
         self.state.restore(rows, {k: v for k, v in data.items() if "." not in k})
+        if self._own_store:
+            self.store.restore(rows, {k: v for k, v in data.items() if k[:3] in ("ref", "per") and "." not in k})
         for k, s in enumerate(self.scorers):
             prefix = f"scorer{k}."
             s.restore(rows, {n[len(prefix):]: v for n, v in data.items() if n.startswith(prefix)})
 
     # -- the two calls of a sub-step --------------------------------------------------------------------------
-    def _slots(self, k: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return phase_slot(ts, self.periods[k], self.bins[k])
-
     def seasonal_signed(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray) -> np.ndarray:
         """``[len(periods), m]``: value - value one period earlier, in the stream's units (NaN where no fresh
         reference)."""
         out = np.full((len(self.bins), len(rows)), np.nan)
         for k in range(len(self.bins)):
-            slot, per = self._slots(k, ts)
-            ref = self.state[f"ref{k}"][rows, slot].astype(np.float64)
-            fresh = self.state[f"per{k}"][rows, slot] == per - 1
-            out[k] = np.where(fresh, value - ref, np.nan)
+            out[k] = value - self.store.reference(k, rows, ts)[:, 0]
         return out
 
     def seasonal_residuals(self, rows: np.ndarray, ts: np.ndarray, value: np.ndarray, scale: np.ndarray,
@@ -194,9 +200,8 @@ class ScoreChannels(RowStatefulMixin):
         for k, scorer in enumerate(self.scorers):
             if ok_seasonal.any():
                 scorer.learn_many(rows[ok_seasonal], seasonal[k][ok_seasonal])
-            slot, per = self._slots(k, ts)
-            st[f"ref{k}"][rows, slot] = value.astype(np.float32)
-            st[f"per{k}"][rows, slot] = per
+        if self._own_store:
+            self.store.record(rows, ts, value[:, None])
         if cfg.range_margin > 0 and cfg.range_record_half_life > 0:
             lo, hi = st["lo"][rows], st["hi"][rows]
             excess = np.maximum(np.maximum(value - hi, lo - value), 0.0)

@@ -32,6 +32,12 @@ alarms are not events (leaving the learned range, which a normal trending stream
   event: as a spike at its first value, upgraded to ``level_shift``
   (:class:`~streamrnn.scoring.events.EventDetector` upgrades kinds), or directly as ``level_shift``.
 
+**False-alarm budget** (``alarm_rate`` alarms per stream and day > 0, the shipped way; the spike record gate is then
+off): a spike's ``z`` and a firing shift's *size* (its recent mean departure in noise units, unclipped) must also
+clear the stream's bar from :class:`~streamrnn.scoring.budget.AlarmBudget`, fitted on the stream's own spikes and
+shifts. A firing below the bar still moves the test on (the hold, the restarts): the level did change; it only does
+not page.
+
 Noise units never go below ``1e-4`` of the stream's scale: the daily residual of a perfectly periodic stream is float
 rounding, not noise to judge departures against.
 
@@ -58,14 +64,15 @@ import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import alpha_from, gather, scatter
+from streamrnn.scoring.budget import AlarmBudget
 
 # A stream whose residuals never move (a constant) has no noise: its unit is this fraction of the value's magnitude.
 _TINY = 1e-9
 # Nor is a departure smaller than this fraction of the stream's scale (the spread of its values) a departure: a
 # perfectly periodic stream's daily residual is float rounding, whose "noise" would make rounding look like a shift.
 _RESOLUTION = 1e-4
-_BLOCK = 25  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
-# weekly channel, 23 before the count of loud values, 24 before the weekly restart)
+_BLOCK = 26  # floats of state per row (16 before the loud span was kept, 18 before the spike record, 19 before the
+# weekly channel, 23 before the count of loud values, 24 before the weekly restart, 25 before the shift's size)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,11 @@ class EvidenceConfig:
     record_margin: float = 1.2
     record_budget: float = 3.0  # loud episodes (z >= spike_z) lately before the spike record gate holds
     weekly_shift_test: bool = False  # the shift test also asks the value a week earlier (see update)
+    # False-alarm budget (alarms per stream and day; 0: off): spikes and level shifts must also clear the bar of
+    # :class:`~streamrnn.scoring.budget.AlarmBudget`, calibrated on the stream's own spike z / shift sizes.
+    alarm_rate: float = 0.0
+    alarm_horizon_s: float = 30 * 86400.0
+    size_half_life: float = 8.0  # values: the shift's size (its recent mean departure in noise units)
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
     learn_clip: float = 4.0
@@ -124,14 +136,43 @@ class EventEvidence(RowStatefulMixin):
         # period later either, or yesterday's spike would come back today as a shift) and the previous value's ts;
         # then the spike record (18), the weekly residual's level, variance, values learned, slope (19-22), the
         # decayed count of loud episodes (23) and when the weekly level restarts after a shift (24; 0: none).
+        # (25: the shift's size, an EW mean of the signed departure in noise units.)
         self.state = RowArrays({"b": ((_BLOCK,), "float64", 0.0)}, capacity)
+        self.a_size = alpha_from(None, self.config.size_half_life, 8.0)
+        self.budgets = {
+            "spike": AlarmBudget(self.config.spike_z, self.config.alarm_rate, self.config.alarm_horizon_s,
+                                 capacity=capacity),
+            "shift": AlarmBudget(max(self.config.shift_delta, 0.1), self.config.alarm_rate,
+                                 self.config.alarm_horizon_s, capacity=capacity),
+        } if self.config.alarm_rate > 0 else {}
+
+    # -- RowStateful: the budgets' state travels with ours ------------------------------------------------------
+    def ensure_capacity(self, n_rows: int) -> None:
+        self.state.ensure_capacity(n_rows)
+        for budget in self.budgets.values():
+            budget.ensure_capacity(n_rows)
+
+    def reset(self, rows: np.ndarray) -> None:
+        self.state.reset(rows)
+        for budget in self.budgets.values():
+            budget.reset(rows)
+
+    def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = dict(self.state.snapshot(rows))
+        for name, budget in self.budgets.items():
+            out.update({f"{name}.{k}": v for k, v in budget.snapshot(rows).items()})
+        return out
 
     def restore(self, rows: np.ndarray, data) -> None:
-        """Restore rows; a snapshot from before the loud span was kept (a 16-float block) restores with none."""
+        """Restore rows; a snapshot with an older, shorter block restores the missing floats as 0 (and budgets it
+        lacks start fresh)."""
         block = np.asarray(data["b"], dtype=np.float64)
         if block.shape[1] < _BLOCK:
             block = np.concatenate([block, np.zeros((len(block), _BLOCK - block.shape[1]))], axis=1)
         self.state.restore(rows, {"b": block})
+        for name, budget in self.budgets.items():
+            prefix = f"{name}."
+            budget.restore(rows, {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)})
 
     def _z(self, stats: np.ndarray, x: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(signed z of x against its predicted level, ready, the noise unit) for one channel's [m, 4] statistics;
@@ -246,6 +287,9 @@ class EventEvidence(RowStatefulMixin):
             b[:, 18] = np.where(seen, np.fmax(record, z), record)
             b[:, 23] = loud_count + (seen & (z >= cfg.spike_z) & ~prev_loud)
             z = np.where(beats, z, np.fmin(z, cfg.spike_z * 0.99))  # below the bar: at most just under an event
+        if self.budgets:
+            passes = self.budgets["spike"].gate(rows, ts, np.where(ready_f, z, np.nan))
+            z = np.where(passes, z, np.fmin(z, cfg.spike_z * 0.99))
         spike = np.where(ready_f, np.minimum(1.0, cfg.high * z / cfg.spike_z), 0.0)
 
         hold = ts < b[:, 10]
@@ -274,14 +318,24 @@ class EventEvidence(RowStatefulMixin):
             joint = np.where(dep_d * dep_w > 0, np.sign(dep_d) * np.fmin(np.abs(dep_d), np.abs(dep_w)), 0.0)
             with np.errstate(invalid="ignore"):
                 u = np.where(both, joint / np.fmin(sd_d, sd_w), u)
+        # The shift's size: its recent mean departure (unclipped), what the budget judges a firing by.
+        size = np.where(test, b[:, 25] + self.a_size * (np.clip(np.nan_to_num(u), -1e3, 1e3) - b[:, 25]), 0.0)
         u = np.clip(u, -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, b[:, 8] + u - cfg.shift_delta), 0.0)
         down = np.where(test, np.maximum(0.0, b[:, 9] - u - cfg.shift_delta), 0.0)
         stat = np.maximum(up, down)
         fired = stat >= cfg.shift_threshold
         shift = np.minimum(cfg.high * stat / cfg.shift_threshold, 1.0)
+        shift_passes = fired
+        if self.budgets:
+            # A firing below the stream's bar still moves the test on (hold, restarts): the level did change; it
+            # only does not page.
+            shift_passes = self.budgets["shift"].gate(rows, ts, np.where(fired, np.abs(size), np.nan))
+            shift = np.where(fired & ~shift_passes, cfg.high * 0.99, shift)
+            size = np.where(fired, 0.0, size)
+        b[:, 25] = size
         if fired.any():
-            shift[fired] = 1.0
+            shift[fired & shift_passes] = 1.0
             up[fired] = 0.0
             down[fired] = 0.0
             b[fired, 10] = ts[fired] + cfg.shift_hold_s

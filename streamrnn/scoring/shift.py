@@ -14,6 +14,7 @@ import numpy as np
 
 from streamrnn.rowstate import RowArrays, RowStatefulMixin
 from streamrnn.scoring.base import alpha_from
+from streamrnn.scoring.budget import AlarmBudget
 
 
 class FlatlineDetector(RowStatefulMixin):
@@ -36,8 +37,12 @@ class FlatlineDetector(RowStatefulMixin):
     """
 
     def __init__(self, min_run: int = 12, prior_repeat: float = 0.05, alpha: float = 0.01,
-                 record_half_life: float = 0.0, record_margin: float = 1.0, capacity: int = 16) -> None:
+                 record_half_life: float = 0.0, record_margin: float = 1.0, alarm_rate: float = 0.0,
+                 capacity: int = 16) -> None:
         self.min_run = min_run
+        # False-alarm budget (alarms per day; replaces the record gate): a run counts while longer than the bar
+        # that the stream's own runs would pass that often.
+        self.budget = AlarmBudget(float(min_run), alarm_rate, capacity=capacity) if alarm_rate > 0 else None
         self.prior_repeat = prior_repeat
         self.alpha = alpha
         self.record_margin = float(record_margin)
@@ -52,7 +57,35 @@ class FlatlineDetector(RowStatefulMixin):
             capacity=capacity,
         )
 
-    def update(self, rows: np.ndarray, value: np.ndarray) -> np.ndarray:
+    def ensure_capacity(self, n_rows: int) -> None:
+        self.state.ensure_capacity(n_rows)
+        if self.budget is not None:
+            self.budget.ensure_capacity(n_rows)
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Forget ``rows`` (a new stream in a reused row)."""
+        self.state.reset(rows)
+        if self.budget is not None:
+            self.budget.reset(rows)
+
+    def restart(self, rows: np.ndarray) -> None:
+        """The stream was silent long enough to start a new sequence: its run and repeat rate start again; its
+        budget (the history of its runs) is kept."""
+        self.state.reset(rows)
+
+    def snapshot(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = dict(self.state.snapshot(rows))
+        if self.budget is not None:
+            out.update({f"budget.{k}": v for k, v in self.budget.snapshot(rows).items()})
+        return out
+
+    def restore(self, rows: np.ndarray, data) -> None:
+        self.state.restore(rows, {k: v for k, v in data.items() if "." not in k})
+        if self.budget is not None:
+            self.budget.restore(rows, {k[7:]: v for k, v in data.items() if k.startswith("budget.")})
+
+    def update(self, rows: np.ndarray, value: np.ndarray, ts: np.ndarray | None = None) -> np.ndarray:
+        """Score of each value's run; ``ts`` (the values' times) is needed by the false-alarm budget only."""
         s = self.state
         last = s["last"][rows]
         same = value == last
@@ -68,7 +101,11 @@ class FlatlineDetector(RowStatefulMixin):
         s["repeat_rate"][rows] = rate
         score = 1.0 - np.power(rate, run)
         counts = run >= self.min_run
-        if self.record_decay > 0:
+        if self.budget is not None:
+            if ts is None:
+                raise ValueError("the false-alarm budget needs the values' ts")
+            counts = self.budget.gate(rows, ts, np.where(counts, run.astype(np.float64), np.nan))
+        elif self.record_decay > 0:
             record = s["record"][rows] * self.record_decay
             counts &= run > self.record_margin * record
             # A run that just ended (this value differs) folds into the record.

@@ -339,3 +339,68 @@ def test_history_windows_are_the_last_values_as_model_inputs():
         np.testing.assert_array_equal(p.history_inputs(int(table_rows[i]), 50)[0], expected)
     with pytest.raises(ValueError):
         p.history_windows(table_rows, 65)
+
+
+def _shipped_config(**overrides) -> PipelineConfig:
+    import dataclasses
+
+    from streamrnn.settings import load_settings
+
+    return dataclasses.replace(PipelineConfig.from_settings(load_settings(None, environ={})), capacity=4, **overrides)
+
+
+def _daily(n_streams: int, days: float, seed: int = 4):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(days * 288)) * 300.0
+    return {f"d{s}": (t.copy(), 20 + 5 * np.sin(2 * np.pi * t / 86400 + s) + rng.normal(0, 0.3, len(t)))
+            for s in range(n_streams)}
+
+
+def test_score_channels_and_combiner_share_one_seasonal_store():
+    """The value a day and a week earlier is kept once per stream (issue 13): the score channels and the combiner
+    read the pipeline's store, which holds the values (outputs are bit-equal to the private rings of before: checked
+    on nab-dev, skab-dev and the simulator when the store was introduced)."""
+    import dataclasses
+
+    shared = Pipeline.build(_shipped_config())
+    assert shared.seasonal is not None
+    assert shared.channels.store is shared.seasonal and shared.combiner.store is shared.seasonal
+    assert not any(k.startswith(("ref", "per")) for k in shared.channels.state.names + shared.combiner.state.names)
+    # The combiner with another period: each stage keeps its own rings.
+    config = _shipped_config()
+    private = Pipeline.build(dataclasses.replace(config, combiner=dataclasses.replace(
+        config.combiner, seasonal_bins=tuple(config.combiner.seasonal_bins) + (1,),
+        seasonal_periods_s=tuple(config.combiner.seasonal_periods_s) + (1e9,))))
+    assert private.seasonal is None and private.channels.store is not private.combiner.store
+    feed(shared, _daily(3, 3.0), batch_size=50)
+    # the channels' daily residual is there after a day (the store is read, not empty)
+    rows = np.array([shared.table.row_of(f"d{s}") for s in range(3)])
+    signed = shared.channels.seasonal_signed(rows, np.full(3, 3.5 * 86400.0), np.zeros(3))  # yesterday: day 2.5
+    assert np.isfinite(signed[0]).all() and np.isnan(signed[1]).all()
+
+
+def test_a_snapshot_from_before_the_shared_store_restores_its_rings():
+    """Snapshots written when the combiner and the channels kept their own rings restore into the shared store, and
+    the stream goes on exactly as without the restart."""
+    data = _daily(2, 2.5)
+    rows = sorted(((s, t, v) for s, (ts, vs) in data.items() for t, v in zip(ts, vs)), key=lambda r: r[1])
+    cut = int(len(rows) * 0.8)
+    straight = Pipeline.build(_shipped_config())
+    straight.step(ObservationBatch.from_rows(rows[:cut]))
+    expected = straight.step(ObservationBatch.from_rows(rows[cut:]))
+
+    first = Pipeline.build(_shipped_config())
+    first.step(ObservationBatch.from_rows(rows[:cut]))
+    snap = first.snapshot()
+    stages = dict(snap["stages"])
+    rings = stages.pop("seasonal")
+    # the old layout: the combiner's rings held every target; the channels' held the first target as [n, bins]
+    stages["combiner"] = {**stages["combiner"], **rings}
+    stages["channels"] = {**stages["channels"],
+                          **{k: (v[:, :, 0] if k.startswith("ref") else v) for k, v in rings.items()}}
+    old = {**snap, "stages": stages}
+    second = Pipeline.build(_shipped_config())
+    second.restore(old)
+    got = second.step(ObservationBatch.from_rows(rows[cut:]))
+    np.testing.assert_array_equal(got.scores.score, expected.scores.score)
+    np.testing.assert_array_equal(got.scores.forecast, expected.scores.forecast)
