@@ -145,7 +145,8 @@ def main() -> None:
                               "--history-size", str(args.history_size)],
                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if out.returncode != 0:
-            print(f"{n} streams failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+            print(f"{n} streams failed (exit {out.returncode}; -9: killed, e.g. out of memory):\n{out.stderr[-2000:]}",
+                  file=sys.stderr)
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print("| streams | history | RSS/stream | arrays/stream | first tick | values/s | snapshot | save | "
