@@ -47,8 +47,8 @@ from streamrnn.scoring.base import gather, scatter
 DAY_S = 86400.0
 
 # Columns of the per-row block.
-_COUNT, _LOGS, _FIRST, _LAST, _PEAK = range(5)
-_WIDTH = 5
+_COUNT, _LOGS, _FIRST, _LAST, _PEAK, _PREV_LOG, _PREV_END, _SKIP = range(8)
+_WIDTH = 8
 
 
 class AlarmBudget(RowStatefulMixin):
@@ -56,7 +56,7 @@ class AlarmBudget(RowStatefulMixin):
     docstring). ``rate_per_day <= 0``: off (the bar is ``base``)."""
 
     def __init__(self, base: float, rate_per_day: float, horizon_s: float = 30 * DAY_S, min_gamma: float = 0.05,
-                 capacity: int = 16) -> None:
+                 min_episodes: float = 0.0, capacity: int = 16) -> None:
         if not base > 0 or not horizon_s > 0 or not min_gamma > 0:
             raise ValueError(f"base, horizon_s and min_gamma must be > 0 (got {base}, {horizon_s}, {min_gamma})")
         if not rate_per_day >= 0:
@@ -66,6 +66,7 @@ class AlarmBudget(RowStatefulMixin):
         self.horizon_s = float(horizon_s)
         # The lightest tail believed: episodes that all barely clear the base say little about how far the next goes.
         self.min_gamma = float(min_gamma)
+        self.min_episodes = float(min_episodes)
         self.state = RowArrays({"b": ((_WIDTH,), "float64", np.nan)}, capacity)
 
     def restore(self, rows: np.ndarray, data) -> None:
@@ -85,7 +86,7 @@ class AlarmBudget(RowStatefulMixin):
             lam = count * decay / days
             gamma = np.fmax(block[:, _LOGS] / count, self.min_gamma)
             lift = gamma * np.log(lam / self.rate_per_day)
-        lift = np.where((count > 0) & (days > 0) & (lift > 0), lift, 0.0)
+        lift = np.where((count > 0) & (count * decay >= self.min_episodes) & (days > 0) & (lift > 0), lift, 0.0)
         return self.base * np.exp(lift)
 
     def gate(self, rows: np.ndarray, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -100,18 +101,39 @@ class AlarmBudget(RowStatefulMixin):
         b = gather(self.state["b"], rows)
         fresh = np.isnan(b[:, _FIRST])
         if fresh.any():
-            b[fresh] = (0.0, 0.0, 0.0, 0.0, 0.0)
+            b[fresh] = (0.0, 0.0, 0.0, 0.0, 0.0, np.nan, np.nan, 0.0)
             b[fresh, _FIRST] = ts[fresh]
             b[fresh, _LAST] = ts[fresh]
         passes = loud & (x > self.bar(b, ts))
-        # A finished episode (at its first quiet value) enters the decayed count and log-peak sum.
-        ends = ~loud & (b[:, _PEAK] > 0)
+        # A finished episode (at its first quiet value) enters the decayed count and log-peak sum, unless it was
+        # another kind's (forget_last).
+        ended = ~loud & (b[:, _PEAK] > 0)
+        ends = ended & (b[:, _SKIP] == 0)
+        b[:, _SKIP] = np.where(ended, 0.0, b[:, _SKIP])
         decay = np.exp(-np.maximum(ts - b[:, _LAST], 0.0) / self.horizon_s)
         b[:, _COUNT] = b[:, _COUNT] * decay + ends
         with np.errstate(invalid="ignore", divide="ignore"):
             logs = np.where(ends, np.log(b[:, _PEAK] / self.base), 0.0)
         b[:, _LOGS] = b[:, _LOGS] * decay + logs
+        b[:, _PREV_LOG] = np.where(ends, logs, b[:, _PREV_LOG])
+        b[:, _PREV_END] = np.where(ends, ts, b[:, _PREV_END])
         b[:, _PEAK] = np.where(loud, np.fmax(b[:, _PEAK], x), 0.0)
         b[:, _LAST] = np.fmax(b[:, _LAST], ts)
         scatter(self.state["b"], rows, b)
         return passes
+
+    def forget_last(self, rows: np.ndarray, ts: np.ndarray, within_s: float) -> None:
+        """The rows' episode under way, and their latest finished one if it ended within ``within_s`` before
+        ``ts``, were another kind's (a spike that turned out to be a level shift belongs to the shift's budget): the
+        one under way will not be counted, the finished one is taken back out."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.rate_per_day <= 0 or rows.size == 0:
+            return
+        b = gather(self.state["b"], rows)
+        b[:, _SKIP] = np.where(b[:, _PEAK] > 0, 1.0, b[:, _SKIP])
+        recent = np.isfinite(b[:, _PREV_LOG]) & (np.asarray(ts) - b[:, _PREV_END] <= within_s)
+        weight = np.exp(-np.maximum(b[:, _LAST] - b[:, _PREV_END], 0.0) / self.horizon_s)  # its decay since
+        b[:, _COUNT] = np.where(recent, np.maximum(b[:, _COUNT] - weight, 0.0), b[:, _COUNT])
+        b[:, _LOGS] = np.where(recent, np.maximum(b[:, _LOGS] - weight * b[:, _PREV_LOG], 0.0), b[:, _LOGS])
+        b[:, _PREV_LOG] = np.where(recent, np.nan, b[:, _PREV_LOG])
+        scatter(self.state["b"], rows, b)

@@ -103,6 +103,8 @@ class EvidenceConfig:
     # :class:`~streamrnn.scoring.budget.AlarmBudget`, calibrated on the stream's own spike z / shift sizes.
     alarm_rate: float = 0.0
     alarm_horizon_s: float = 30 * 86400.0
+    alarm_min_episodes: float = 0.0
+    shift_forgets_spike: bool = True  # a firing shift takes the last day's spike episode out of the spike budget
     size_half_life: float = 8.0  # values: the shift's size (its recent mean departure in noise units)
     bias_half_life: float = 5.0
     bias_clip: float = 2.0
@@ -141,9 +143,10 @@ class EventEvidence(RowStatefulMixin):
         self.a_size = alpha_from(None, self.config.size_half_life, 8.0)
         self.budgets = {
             "spike": AlarmBudget(self.config.spike_z, self.config.alarm_rate, self.config.alarm_horizon_s,
-                                 capacity=capacity),
+                                 min_episodes=self.config.alarm_min_episodes, capacity=capacity),
             "shift": AlarmBudget(max(self.config.shift_delta, 0.1), self.config.alarm_rate,
-                                 self.config.alarm_horizon_s, capacity=capacity),
+                                 self.config.alarm_horizon_s, min_episodes=self.config.alarm_min_episodes,
+                                 capacity=capacity),
         } if self.config.alarm_rate > 0 else {}
 
     # -- RowStateful: the budgets' state travels with ours ------------------------------------------------------
@@ -335,6 +338,8 @@ class EventEvidence(RowStatefulMixin):
             size = np.where(fired, 0.0, size)
         b[:, 25] = size
         if fired.any():
+            if self.budgets and cfg.shift_forgets_spike:  # the spike that started this shift was the shift's
+                self.budgets["spike"].forget_last(rows[fired], ts[fired], cfg.period_s)
             shift[fired & shift_passes] = 1.0
             up[fired] = 0.0
             down[fired] = 0.0

@@ -102,3 +102,24 @@ def test_a_new_stream_in_a_reused_row_does_not_inherit_the_budget_a_silence_keep
     assert f.budget.state["b"][0, 0] > 0 and f.run_length(rows)[0] == 0
     f.reset(rows)  # a new stream: nothing of the old one
     assert np.isnan(f.budget.state["b"][0]).all()
+
+
+def test_a_spike_that_turns_out_to_be_a_level_shift_leaves_the_spike_budget():
+    """forget_last: the episode under way is not counted when it ends, a finished one within the window is taken
+    back out; an older one stays."""
+    b = AlarmBudget(4.0, 0.1, capacity=3)
+    rows = np.arange(3)
+
+    def feed(xs, t0):
+        for i, x in enumerate(xs):
+            b.gate(rows, np.full(3, (t0 + i) * STEP), np.full(3, x))
+
+    feed([0.0, 30.0, 0.0], 0)  # an old episode: stays in every row
+    feed([0.0] * 600, 3)  # two days later
+    feed([20.0, 20.0], 603)  # under way in every row ...
+    b.forget_last(rows[:1], np.array([605 * STEP]), 86400.0)  # ... row 0: it was a shift's start
+    feed([0.0], 605)
+    b.forget_last(rows[1:2], np.array([606 * STEP]), 86400.0)  # row 1: finished just now, taken back out
+    b.forget_last(rows[2:3], np.array([606 * STEP]), 60.0)  # row 2: finished longer ago than 60 s: stays
+    count = b.state["b"][rows, 0]
+    assert count[0] == pytest.approx(count[1]) and count[0] < 1.0 < count[2] < 2.0
