@@ -224,7 +224,8 @@ class EventSettings(_Section):
         "flatline_min_values, gap_intervals). Lower: fewer, larger alarms. 0: off (the record gate below instead)",
     )
     record_half_life: float = Field(
-        3000.0, ge=0, description="only with alarm_rate_per_day = 0; record gate: a run of repeats, a silence or a spike opens a flatline / gap / spike "
+        3000.0, ge=0, description="only with alarm_rate_per_day = 0; record gate: a run of repeats, a silence or a "
+        "spike opens a flatline / gap / spike "
         "event only when longer (larger) than record_margin times the stream's longest (largest) recent one, "
         "forgotten with this half-life in values (0: off)",
     )

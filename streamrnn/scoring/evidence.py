@@ -13,10 +13,10 @@ alarms are not events (leaving the learned range, which a normal trending stream
   reference ``z = z_fore / 2``. Where the stream also has last week's value (the second seasonal channel), ``z`` is
   the smallest of the three: a Monday morning is no spike when it is like last Monday's. Spike evidence =
   ``min(1, high * z / spike_z)``: ``events.high`` at ``spike_z``.
-* **spike record gate** (``record_half_life`` values > 0): a value's ``z`` counts only when it beats
-  ``record_margin`` times the largest ``z`` of the stream's recent values (decayed with that half-life): a stream
-  whose normal life holds 5-sigma spikes every few hours stops opening an event for each, a stream that never
-  spikes still opens one at its first, and an incident opens one event, not one per loud value.
+* **spike record gate** (without the false-alarm budget below; ``record_half_life`` values > 0): a value's ``z``
+  counts only when it beats ``record_margin`` times the largest ``z`` of the stream's recent values (decayed with that
+  half-life): a stream whose normal life holds 5-sigma spikes every few hours stops opening an event for each, a
+  stream that never spikes still opens one at its first, and an incident opens one event, not one per loud value.
 * **level-shift evidence**: a two-sided CUSUM on the signed daily residual in noise units, each value's increment
   capped at ``shift_clip`` (so a 1-3 value spike cannot fire it) minus the allowance ``shift_delta``; it *fires*
   when a sum reaches ``shift_threshold``: evidence 1 and kind ``level_shift``. Below that the evidence is

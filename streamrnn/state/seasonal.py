@@ -13,8 +13,10 @@ Owns: the rings (one RowArrays). Must not touch stream ids, scoring, models or I
 >>> store = SeasonalStore((86400.0,), (288,), width=1, capacity=2)
 >>> rows = np.array([0])
 >>> store.record(rows, np.array([3600.0]), np.array([[5.0]]))
->>> store.reference(0, rows, np.array([3600.0 + 86400.0])).tolist(), store.reference(0, rows, np.array([3600.0 + 2 * 86400.0])).tolist()
-([[5.0]], [[nan]])
+>>> store.reference(0, rows, np.array([3600.0 + 86400.0])).tolist()  # the same time a day later
+[[5.0]]
+>>> store.reference(0, rows, np.array([3600.0 + 2 * 86400.0])).tolist()  # two days later: not "yesterday"
+[[nan]]
 """
 
 from __future__ import annotations
