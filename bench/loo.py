@@ -52,10 +52,6 @@ CANDIDATES = {
     # the false-alarm budget (alarms per stream and day, every kind; the record gates off): one knob
     **{f"budget{r:g}": dict(spike_record=True, weekly_shift_test=True, record_half_life=3000.0, alarm_rate=r)
        for r in (0.03, 0.05, 0.1, 0.2)},
-    # ... trusting a stream's tail only from its 2nd / 3rd episode within the horizon (Hill's estimator on one peak)
-    **{f"budget{r:g}+min{k}": dict(spike_record=True, weekly_shift_test=True, record_half_life=3000.0, alarm_rate=r,
-                                   alarm_min_episodes=float(k))
-       for r in (0.1,) for k in (2, 3)},
     # ... without a level shift taking its first, spike-like value out of the spike budget
     "budget0.1-forget": dict(spike_record=True, weekly_shift_test=True, record_half_life=3000.0, alarm_rate=0.1,
                              shift_forgets_spike=False),

@@ -108,7 +108,6 @@ class PipelineConfig:
     # False-alarm budget: spikes, level shifts, flat lines and gaps clear a per-stream bar set to this many alarms a
     # day (0: off, the record gates instead)
     alarm_rate: float = 0.1
-    alarm_min_episodes: float = 0.0  # lab switch: trust a stream's tail only from this many episodes (LOO: 0)
     shift_forgets_spike: bool = True  # lab switch: a level shift's first, spike-like value leaves the spike budget
     state_alpha: float = 2e-4  # the multivariate state channel's false-alarm probability per value (2+ values)
     band_coverage: float = 0.99  # share of a stream's normal values its expected band is fitted to hold
@@ -239,14 +238,14 @@ class Pipeline:
             record_half_life=config.record_half_life if config.spike_record and config.alarm_rate <= 0 else 0.0,
             record_margin=config.record_margin, record_budget=config.spike_record_budget,
             weekly_shift_test=config.weekly_shift_test and has_weekly, alarm_rate=config.alarm_rate,
-            alarm_min_episodes=config.alarm_min_episodes, shift_forgets_spike=config.shift_forgets_spike), cap)
+            shift_forgets_spike=config.shift_forgets_spike), cap)
         # With the false-alarm budget, runs of repeats and silences clear their stream's bar too (else the record
         # gate, in values / usual intervals, holds).
         self.flatline = FlatlineDetector(config.flatline_min_values, record_half_life=config.record_half_life,
                                          record_margin=config.record_margin, alarm_rate=config.alarm_rate,
-                                         alarm_min_episodes=config.alarm_min_episodes, capacity=cap)
+                                         capacity=cap)
         self.silence: AlarmBudget | RecordGate = (
-            AlarmBudget(config.gap_intervals, config.alarm_rate, min_episodes=config.alarm_min_episodes, capacity=cap)
+            AlarmBudget(config.gap_intervals, config.alarm_rate, capacity=cap)
             if config.alarm_rate > 0
             else RecordGate(config.record_half_life, config.record_margin, cap))
         self.residual_events = EventDetector("residual", config.events, RESIDUAL_KINDS, cap)

@@ -56,7 +56,7 @@ class AlarmBudget(RowStatefulMixin):
     docstring). ``rate_per_day <= 0``: off (the bar is ``base``)."""
 
     def __init__(self, base: float, rate_per_day: float, horizon_s: float = 30 * DAY_S, min_gamma: float = 0.05,
-                 min_episodes: float = 0.0, capacity: int = 16) -> None:
+                 capacity: int = 16) -> None:
         if not base > 0 or not horizon_s > 0 or not min_gamma > 0:
             raise ValueError(f"base, horizon_s and min_gamma must be > 0 (got {base}, {horizon_s}, {min_gamma})")
         if not rate_per_day >= 0:
@@ -66,7 +66,6 @@ class AlarmBudget(RowStatefulMixin):
         self.horizon_s = float(horizon_s)
         # The lightest tail believed: episodes that all barely clear the base say little about how far the next goes.
         self.min_gamma = float(min_gamma)
-        self.min_episodes = float(min_episodes)
         self.state = RowArrays({"b": ((_WIDTH,), "float64", np.nan)}, capacity)
 
     def restore(self, rows: np.ndarray, data) -> None:
@@ -86,7 +85,7 @@ class AlarmBudget(RowStatefulMixin):
             lam = count * decay / days
             gamma = np.fmax(block[:, _LOGS] / count, self.min_gamma)
             lift = gamma * np.log(lam / self.rate_per_day)
-        lift = np.where((count > 0) & (count * decay >= self.min_episodes) & (days > 0) & (lift > 0), lift, 0.0)
+        lift = np.where((count > 0) & (days > 0) & (lift > 0), lift, 0.0)
         return self.base * np.exp(lift)
 
     def gate(self, rows: np.ndarray, ts: np.ndarray, x: np.ndarray) -> np.ndarray:

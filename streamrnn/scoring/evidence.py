@@ -103,7 +103,6 @@ class EvidenceConfig:
     # :class:`~streamrnn.scoring.budget.AlarmBudget`, calibrated on the stream's own spike z / shift sizes.
     alarm_rate: float = 0.0
     alarm_horizon_s: float = 30 * 86400.0
-    alarm_min_episodes: float = 0.0
     shift_forgets_spike: bool = True  # a firing shift takes the last day's spike episode out of the spike budget
     size_half_life: float = 8.0  # values: the shift's size (its recent mean departure in noise units)
     bias_half_life: float = 5.0
@@ -143,10 +142,9 @@ class EventEvidence(RowStatefulMixin):
         self.a_size = alpha_from(None, self.config.size_half_life, 8.0)
         self.budgets = {
             "spike": AlarmBudget(self.config.spike_z, self.config.alarm_rate, self.config.alarm_horizon_s,
-                                 min_episodes=self.config.alarm_min_episodes, capacity=capacity),
-            "shift": AlarmBudget(max(self.config.shift_delta, 0.1), self.config.alarm_rate,
-                                 self.config.alarm_horizon_s, min_episodes=self.config.alarm_min_episodes,
                                  capacity=capacity),
+            "shift": AlarmBudget(max(self.config.shift_delta, 0.1), self.config.alarm_rate,
+                                 self.config.alarm_horizon_s, capacity=capacity),
         } if self.config.alarm_rate > 0 else {}
 
     # -- RowStateful: the budgets' state travels with ours ------------------------------------------------------
@@ -321,8 +319,8 @@ class EventEvidence(RowStatefulMixin):
             joint = np.where(dep_d * dep_w > 0, np.sign(dep_d) * np.fmin(np.abs(dep_d), np.abs(dep_w)), 0.0)
             with np.errstate(invalid="ignore"):
                 u = np.where(both, joint / np.fmin(sd_d, sd_w), u)
-        # The shift's size: its recent mean departure (unclipped), what the budget judges a firing by.
-        size = np.where(test, b[:, 25] + self.a_size * (np.clip(np.nan_to_num(u), -1e3, 1e3) - b[:, 25]), 0.0)
+        if self.budgets:  # the shift's size: its recent mean departure (unclipped), what the budget judges it by
+            size = np.where(test, b[:, 25] + self.a_size * (np.clip(np.nan_to_num(u), -1e3, 1e3) - b[:, 25]), 0.0)
         u = np.clip(u, -cfg.shift_clip, cfg.shift_clip)
         up = np.where(test, np.maximum(0.0, b[:, 8] + u - cfg.shift_delta), 0.0)
         down = np.where(test, np.maximum(0.0, b[:, 9] - u - cfg.shift_delta), 0.0)
@@ -335,8 +333,7 @@ class EventEvidence(RowStatefulMixin):
             # only does not page.
             shift_passes = self.budgets["shift"].gate(rows, ts, np.where(fired, np.abs(size), np.nan))
             shift = np.where(fired & ~shift_passes, cfg.high * 0.99, shift)
-            size = np.where(fired, 0.0, size)
-        b[:, 25] = size
+            b[:, 25] = np.where(fired, 0.0, size)
         if fired.any():
             if self.budgets and cfg.shift_forgets_spike:  # the spike that started this shift was the shift's
                 self.budgets["spike"].forget_last(rows[fired], ts[fired], cfg.period_s)

@@ -38,12 +38,11 @@ class FlatlineDetector(RowStatefulMixin):
 
     def __init__(self, min_run: int = 12, prior_repeat: float = 0.05, alpha: float = 0.01,
                  record_half_life: float = 0.0, record_margin: float = 1.0, alarm_rate: float = 0.0,
-                 alarm_min_episodes: float = 0.0, capacity: int = 16) -> None:
+                 capacity: int = 16) -> None:
         self.min_run = min_run
         # False-alarm budget (alarms per day; replaces the record gate): a run counts while longer than the bar
         # that the stream's own runs would pass that often.
-        self.budget = AlarmBudget(float(min_run), alarm_rate, min_episodes=alarm_min_episodes,
-                                  capacity=capacity) if alarm_rate > 0 else None
+        self.budget = AlarmBudget(float(min_run), alarm_rate, capacity=capacity) if alarm_rate > 0 else None
         self.prior_repeat = prior_repeat
         self.alpha = alpha
         self.record_margin = float(record_margin)
