@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from streamrnn.model.combiner import CombinerConfig, ForecastCombiner
+from streamrnn.detect.combiner import CombinerConfig, ForecastCombiner
 
 
 def run_once(streams: int, sub_step: int, ticks: int, warm: int = 16) -> float:

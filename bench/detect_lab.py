@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.evaluate import AnomalyTruth, SeriesData, evaluate_series, kind_metrics
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.settings import load_settings
-from streamrnn.simulate import SimulationConfig, generate
+from streamrnn.tools.evaluate import AnomalyTruth, SeriesData, evaluate_series, kind_metrics
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.config.settings import load_settings
+from streamrnn.tools.simulate import SimulationConfig, generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.nab_lab import load  # noqa: E402

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import streamrnn.pipeline as pl  # noqa: E402
+import streamrnn.detect.pipeline as pl  # noqa: E402
 from bench import detect_lab  # noqa: E402
-from streamrnn.settings import load_settings  # noqa: E402
+from streamrnn.config.settings import load_settings  # noqa: E402
 
 EVIDENCE = {
     "default": {},

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.nab_lab import load  # noqa: E402
-from streamrnn.model.combiner import INPUTS, CombinerConfig, ForecastCombiner  # noqa: E402
+from streamrnn.detect.combiner import INPUTS, CombinerConfig, ForecastCombiner  # noqa: E402
 
 
 def run(config: CombinerConfig, skip: int = 230, verbose: bool = True):

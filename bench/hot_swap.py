@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from replay_throughput import make_ticks  # noqa: E402
 
-from streamrnn.coldstart import load_model  # noqa: E402
-from streamrnn.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from streamrnn.settings import load_settings  # noqa: E402
+from streamrnn.lifecycle.coldstart import load_model  # noqa: E402
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from streamrnn.config.settings import load_settings  # noqa: E402
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 Produces ``streams x ticks`` JSON sensor records (one value per stream per tick, keyed by stream id), then measures:
 
 - plain: a consumer that only polls (max_records 4096) and ``orjson.loads`` every value: the ceiling;
-- daemon: :class:`streamrnn.app.Daemon` with its real clients: poll, decode, pipeline step (GRU H=64, likelihood
+- daemon: :class:`streamrnn.runtime.daemon.Daemon` with its real clients: poll, decode, pipeline step (GRU H=64, likelihood
   scorer, events), publish (events; scores at or above 0.5, the default), commit after acks.
 
 Rates count records from the first non-empty poll to the last record handled (daemon: and its outputs acknowledged
@@ -97,9 +97,9 @@ def plain_loop(bootstrap: str, topic: str, total: int) -> dict:
 def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path, poll_max_records: int = 0) -> dict:
     from prometheus_client import CollectorRegistry
 
-    from streamrnn.app import build_daemon
-    from streamrnn.metrics import DaemonMetrics
-    from streamrnn.settings import load_settings
+    from streamrnn.runtime.daemon import build_daemon
+    from streamrnn.runtime.metrics import DaemonMetrics
+    from streamrnn.config.settings import load_settings
 
     env = {
         # STREAMRNN_* settings of the caller's environment apply too (e.g. STREAMRNN_FORECAST__COMBINE=false)
@@ -128,7 +128,7 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path, poll_max
             # The last record is in: wait for every output's ack, then commit, and stop the clock there.
             daemon.producer.flush(60)
             daemon._collect_acks()
-            from streamrnn.app import _commit_map
+            from streamrnn.runtime.daemon import _commit_map
 
             daemon.consumer.commit(_commit_map(dict(daemon._acked)))
             marks["end"] = time.perf_counter()

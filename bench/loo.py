@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detect_lab import run_corpus  # noqa: E402
 from bench.nab_lab import load  # noqa: E402
-from streamrnn.alarm_metrics import category_of, overlaps  # noqa: E402
-from streamrnn.connectors.files import find_csv_files, read_series_file  # noqa: E402
-from streamrnn.evaluate import windows_from_labels  # noqa: E402
-from streamrnn.pipeline import PipelineConfig  # noqa: E402
-from streamrnn.settings import load_settings  # noqa: E402
-from streamrnn.simulate import SimulationConfig, generate  # noqa: E402
+from streamrnn.tools.alarm_metrics import category_of, overlaps  # noqa: E402
+from streamrnn.ingest.files import find_csv_files, read_series_file  # noqa: E402
+from streamrnn.tools.evaluate import windows_from_labels  # noqa: E402
+from streamrnn.detect.pipeline import PipelineConfig  # noqa: E402
+from streamrnn.config.settings import load_settings  # noqa: E402
+from streamrnn.tools.simulate import SimulationConfig, generate  # noqa: E402
 
 SKAB = ROOT.parent / "shared" / "skab-dev" / "valve1"
 DAY = 86400.0

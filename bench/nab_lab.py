@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.connectors.files import find_csv_files, read_series_file, read_windows
-from streamrnn.evaluate import SeriesData, evaluate_series
+from streamrnn.ingest.files import find_csv_files, read_series_file, read_windows
+from streamrnn.tools.evaluate import SeriesData, evaluate_series
 
 NAB = Path(__file__).resolve().parents[1].parent / "shared" / "nab-dev"
 

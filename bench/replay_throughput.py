@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from streamrnn.coldstart import load_model
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.settings import load_settings
+from streamrnn.lifecycle.coldstart import load_model
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.config.settings import load_settings
 
 
 def make_ticks(n_streams: int, n_ticks: int, seed: int = 0):

@@ -63,11 +63,11 @@ def _array_bytes(pipeline) -> int:
 def run_one(n_streams: int, ticks: int, history_size: int) -> dict:
     import torch
 
-    from streamrnn.coldstart import load_model
-    from streamrnn.pipeline import Pipeline, PipelineConfig
-    from streamrnn.records import ObservationBatch
-    from streamrnn.settings import load_settings
-    from streamrnn.state.checkpoint import DirectoryStore, PartitionSnapshot
+    from streamrnn.lifecycle.coldstart import load_model
+    from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+    from streamrnn.core.records import ObservationBatch
+    from streamrnn.config.settings import load_settings
+    from streamrnn.checkpoint.store import DirectoryStore, PartitionSnapshot
 
     torch.set_num_threads(1)
     settings = load_settings(None, environ={"STREAMRNN_STATE__HISTORY_SIZE": str(history_size),

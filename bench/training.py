@@ -19,9 +19,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from streamrnn.coldstart import network_config, train_config_from_settings
-from streamrnn.features import FeatureBuilder
-from streamrnn.settings import load_settings
+from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
+from streamrnn.model.features import FeatureBuilder
+from streamrnn.config.settings import load_settings
 from streamrnn.training.trainer import train
 
 

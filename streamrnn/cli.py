@@ -1,7 +1,7 @@
 """The ``streamrnn`` command line: argument parsing → settings → the library. No detection logic lives here.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage, bad settings or bad input files. A user error is raised as
-:class:`~streamrnn.settings.ConfigError` (arguments, settings) or :class:`~streamrnn.connectors.files.InputError`
+:class:`~streamrnn.config.settings.ConfigError` (arguments, settings) or :class:`~streamrnn.ingest.files.InputError`
 (input files, the configured model, evaluation inputs) and printed as one line, without a traceback; library
 errors that are the user's doing (a value the simulator refuses, too little training data) are mapped to those here.
 """
@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from streamrnn import __version__
-from streamrnn.progress import follow, progress
-from streamrnn.settings import ConfigError, Settings, load_settings, settings_as_toml
+from streamrnn.runtime.progress import follow, progress
+from streamrnn.config.settings import ConfigError, Settings, load_settings, settings_as_toml
 
 log = logging.getLogger("streamrnn.cli")
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Settings:
     settings = load_settings(getattr(args, "config", None), overrides=overrides)
-    from streamrnn.logs import configure
+    from streamrnn.runtime.logs import configure
 
     configure(settings.log.level, settings.log.format)
     return settings
@@ -204,7 +204,7 @@ def _output_directory(path: Path, command: str) -> Path:
 
 def _simulation(command: str, **config: Any):
     """Generated streams; a value the simulator refuses (``--streams 0``, ``--length 1``) is a usage error."""
-    from streamrnn.simulate import SimulationConfig, generate
+    from streamrnn.tools.simulate import SimulationConfig, generate
 
     try:
         sim_config = SimulationConfig(**config)
@@ -220,22 +220,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _build_pipeline(settings: Settings):
-    from streamrnn.coldstart import build_pipeline
+    from streamrnn.lifecycle.coldstart import build_pipeline
 
     return build_pipeline(settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from streamrnn.app import serve
+    from streamrnn.runtime.daemon import serve
 
     return serve(settings)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    from streamrnn.connectors.kafka_clients import connection_kwargs
-    from streamrnn.watch import follow
+    from streamrnn.ingest.kafka_clients import connection_kwargs
+    from streamrnn.tools.watch import follow
 
     import signal
     import threading
@@ -256,7 +256,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    from streamrnn.reference import config_reference, metrics_reference
+    from streamrnn.tools.reference import config_reference, metrics_reference
 
     sys.stdout.write(config_reference() if args.what == "config" else metrics_reference())
     return EXIT_OK
@@ -267,7 +267,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["training"] = {"seed": args.seed}
     settings = _settings(args, overrides or None)
-    from streamrnn.replay import input_width
+    from streamrnn.runtime.replay import input_width
 
     width = input_width(args.input)
     if width > 1 and settings.features.n_values == 1:
@@ -280,8 +280,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                                                                     "targets": targets}})
     import torch
 
-    from streamrnn.coldstart import ColdStart, network_config, train_config_from_settings
-    from streamrnn.replay import replay
+    from streamrnn.lifecycle.coldstart import ColdStart, network_config, train_config_from_settings
+    from streamrnn.runtime.replay import replay
 
     _output_directory(args.output, "replay")
     torch.set_num_threads(1)
@@ -308,7 +308,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from streamrnn.evaluate import evaluate_directory
+    from streamrnn.tools.evaluate import evaluate_directory
 
     with progress(None, "evaluate", "files") as bar:
         report = evaluate_directory(args.results, args.windows, allow_unlabeled=args.allow_unlabeled,
@@ -319,7 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streamrnn.report import write_report
+    from streamrnn.tools.report import write_report
 
     if args.max_streams is not None and args.max_streams < 1:
         raise ConfigError("report: --max-streams must be >= 1")
@@ -335,10 +335,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from streamrnn.coldstart import network_config, train_config_from_settings
-    from streamrnn.connectors.files import InputError
-    from streamrnn.model.artifact import save_artifact
-    from streamrnn.pipeline import PipelineConfig
+    from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
+    from streamrnn.ingest.files import InputError
+    from streamrnn.lifecycle.artifact import save_artifact
+    from streamrnn.detect.pipeline import PipelineConfig
     from streamrnn.training.data import series_inputs
     from streamrnn.training.trainer import NotEnoughData, train
 
@@ -351,7 +351,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raw = [(s.ts, s.values.reshape(-1, 1)) for s in sim.streams.values()]
         source = f"synthetic:{args.synthetic}x{args.length}:seed={settings.training.seed}"
     elif args.input is not None:
-        from streamrnn.connectors.files import find_csv_files, read_series_file
+        from streamrnn.ingest.files import find_csv_files, read_series_file
 
         raw = []
         for path, key in find_csv_files(args.input):
@@ -397,7 +397,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streamrnn.simulate import iter_observations, write_long_csv, write_nab_csvs, write_truth
+    from streamrnn.tools.simulate import iter_observations, write_long_csv, write_nab_csvs, write_truth
 
     kafka_only = {"--topic": args.topic is not None, "--rate": args.rate != 0.0,
                   "--realtime-start": args.realtime_start, "--bad-every": args.bad_every != 0,
@@ -411,7 +411,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       seed=args.seed)
     _output_directory(args.output, "simulate")
     if settings is not None:
-        from streamrnn.connectors.kafka_producer_sim import ProduceError, produce_simulation
+        from streamrnn.tools.simulate_kafka import ProduceError, produce_simulation
 
         truth: list[Path] = []
         try:
@@ -446,7 +446,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     if settings.registry.directory is None:
         print("streamrnn: trainer: set registry.directory (or STREAMRNN_REGISTRY__DIRECTORY)", file=sys.stderr)
         return EXIT_USAGE
-    from streamrnn.trainer_app import serve_trainer
+    from streamrnn.runtime.trainer import serve_trainer
 
     return serve_trainer(settings, once=args.once)
 
@@ -457,7 +457,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if directory is None:
         print("streamrnn: models: give --registry or set registry.directory", file=sys.stderr)
         return EXIT_USAGE
-    from streamrnn.model.registry import ModelRegistry, RegistryError
+    from streamrnn.lifecycle.registry import ModelRegistry, RegistryError
 
     if directory.exists() and not directory.is_dir():
         print(f"streamrnn: models: {directory}: not a directory", file=sys.stderr)
@@ -507,8 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return EXIT_USAGE
-    from streamrnn.connectors.files import InputError
-    from streamrnn.connectors.kafka_clients import KafkaClientError
+    from streamrnn.ingest.files import InputError
+    from streamrnn.ingest.kafka_clients import KafkaClientError
 
     try:
         return func(args)

@@ -23,13 +23,13 @@ class _Collect(logging.Handler):
 
 @pytest.fixture
 def checkpoint_log() -> Iterator[list[logging.LogRecord]]:
-    """Records of WARNING and above logged by streamrnn.state.checkpoint during the test.
+    """Records of WARNING and above logged by streamrnn.checkpoint.store during the test.
 
-    The handler sits on the module's own logger: the "streamrnn" logger may not propagate (streamrnn.logs.configure).
+    The handler sits on the module's own logger: the "streamrnn" logger may not propagate (streamrnn.runtime.logs.configure).
     """
     handler = _Collect()
     handler.setLevel(logging.WARNING)
-    logger = logging.getLogger("streamrnn.state.checkpoint")
+    logger = logging.getLogger("streamrnn.checkpoint.store")
     logger.addHandler(handler)
     try:
         yield handler.records

@@ -25,12 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import streamrnn.scoring.evidence as evidence_module  # noqa: E402
+import streamrnn.detect.evidence as evidence_module  # noqa: E402
 from bench.detect_lab import run_corpus  # noqa: E402
 from bench.nab_lab import load  # noqa: E402
-from streamrnn.alarm_metrics import event_quality  # noqa: E402
-from streamrnn.evaluate import load_results  # noqa: E402
-from streamrnn.settings import load_settings  # noqa: E402
+from streamrnn.tools.alarm_metrics import event_quality  # noqa: E402
+from streamrnn.tools.evaluate import load_results  # noqa: E402
+from streamrnn.config.settings import load_settings  # noqa: E402
 
 
 def capture():

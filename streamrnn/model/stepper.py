@@ -1,7 +1,7 @@
 """Batched stateful inference: every stream's recurrent state is a row of one dense tensor.
 
 Owns: the ``[capacity, state_size]`` state tensor and the gather → step → scatter of a micro-batch. Must not touch
-stream ids, normalization or scoring; rows come from :class:`streamrnn.state.table.StreamTable`.
+stream ids, normalization or scoring; rows come from :class:`streamrnn.detect.state.table.StreamTable`.
 
 >>> from streamrnn.model.network import ForecastNet, NetworkConfig
 >>> net = ForecastNet(NetworkConfig(hidden_size=4)).eval()
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from streamrnn.model.network import ForecastNet
-from streamrnn.rowstate import grown_capacity
+from streamrnn.core.rows import grown_capacity
 
 
 class ModelStepper:

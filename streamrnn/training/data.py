@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from streamrnn.features import FeatureBuilder
-from streamrnn.state.normalizer import Normalizer
+from streamrnn.model.features import FeatureBuilder
+from streamrnn.detect.state.normalizer import Normalizer
 
 
 def series_inputs(

@@ -3,7 +3,7 @@
 This module owns the training loop: windows per series (:mod:`streamrnn.training.windows`), seeded shuffling,
 masked MSE, Adam with gradient clipping, early stopping on validation MSE (best weights restored) and the metrics
 that go into a model card. It must not touch files, registries, Kafka or the serving state: saving is
-:mod:`streamrnn.model.artifact`'s job, deciding when to train is the scheduler's.
+:mod:`streamrnn.lifecycle.artifact`'s job, deciding when to train is the scheduler's.
 
 Reproducibility: the run seeds its own fork of torch's RNG (the caller's RNG state is restored afterwards) and a
 numpy Generator for shuffling; on CPU with the same ``threads`` the same inputs give the same weights.
@@ -106,7 +106,7 @@ class TrainResult:
     train_config: TrainConfig | None = None
 
     def card(self, **extra: Any) -> dict[str, Any]:
-        """A model card for :func:`streamrnn.model.artifact.save_artifact` (add data range, parent, ...)."""
+        """A model card for :func:`streamrnn.lifecycle.artifact.save_artifact` (add data range, parent, ...)."""
         card: dict[str, Any] = {"metrics": dict(self.metrics)}
         if self.train_config is not None:
             card["train"] = self.train_config.to_dict()

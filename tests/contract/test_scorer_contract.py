@@ -1,12 +1,12 @@
-"""The contract every residual scorer in the registry must satisfy (see streamrnn/scoring/base.py)."""
+"""The contract every residual scorer in the registry must satisfy (see streamrnn/detect/scorers/base.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from streamrnn.scoring.base import ResidualScorer
-from streamrnn.scoring.registry import SCORER_NAMES, make_scorer
+from streamrnn.detect.scorers.base import ResidualScorer
+from streamrnn.detect.scorers.catalog import SCORER_NAMES, make_scorer
 
 # Any overflow / invalid-operation warning from numpy is a bug here: the scorers must guard their arithmetic.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

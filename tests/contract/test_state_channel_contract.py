@@ -1,4 +1,4 @@
-"""The state channel (streamrnn/scoring/state.py) keeps the contract of every per-stream stage: bounded outputs,
+"""The state channel (streamrnn/detect/scorers/state_channel.py) keeps the contract of every per-stream stage: bounded outputs,
 independent rows, a batch equal to per-row calls, causality, snapshot round trips, reset and capacity growth."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrnn.scoring.state import StateChannel, StateConfig, chi2_quantile
+from streamrnn.detect.scorers.state_channel import StateChannel, StateConfig, chi2_quantile
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 N = 4

@@ -11,8 +11,8 @@ import uuid
 import numpy as np
 import pytest
 
-from streamrnn.settings import KafkaSettings
-from streamrnn.state.checkpoint import CheckpointStore, KafkaChangelogStore, PartitionSnapshot
+from streamrnn.config.settings import KafkaSettings
+from streamrnn.checkpoint.store import CheckpointStore, KafkaChangelogStore, PartitionSnapshot
 
 CHUNK = 4096
 
@@ -122,7 +122,7 @@ class DyingProducer:
 def real_producer(settings):
     from kafka import KafkaProducer
 
-    from streamrnn.connectors.kafka_clients import producer_kwargs
+    from streamrnn.ingest.kafka_clients import producer_kwargs
 
     producer = KafkaProducer(**producer_kwargs(settings, "test"))
     yield producer

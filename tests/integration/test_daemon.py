@@ -22,8 +22,8 @@ from harness import (
     wait_committed,
 )
 
-from streamrnn.simulate import SimulationConfig, generate, iter_observations
-from streamrnn.state.checkpoint import DirectoryStore, KafkaChangelogStore
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.checkpoint.store import DirectoryStore, KafkaChangelogStore
 
 
 def _observations(n_streams: int = 6, length: int = 1200, seed: int = 3) -> list[tuple[str, float, float]]:
@@ -303,7 +303,7 @@ def test_two_instances_split_partitions_and_state_moves_through_the_changelog(ka
         b.ensure_dead()
     scored = set(_scored_keys(bootstrap, f"{topic}.scores", len(rows)))
     assert {(s, t) for s, t, _v in rows} <= scored
-    from streamrnn.settings import KafkaSettings
+    from streamrnn.config.settings import KafkaSettings
 
     store = KafkaChangelogStore(KafkaSettings(bootstrap_servers=[bootstrap]), f"{topic}.changelog", group, 512 * 1024)
     try:

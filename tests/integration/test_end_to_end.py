@@ -15,10 +15,11 @@ from pathlib import Path
 from harness import daemon_sections, json_values, read_topic, run_until_committed
 
 from streamrnn.cli import main
-from streamrnn.coldstart import build_pipeline
-from streamrnn.replay import replay
-from streamrnn.settings import load_settings
-from streamrnn.simulate import SimulationConfig, generate, iter_observations, parse_timestamp, write_long_csv
+from streamrnn.lifecycle.coldstart import build_pipeline
+from streamrnn.runtime.replay import replay
+from streamrnn.config.settings import load_settings
+from streamrnn.core.timestamps import parse_timestamp
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations, write_long_csv
 
 STREAMS, LENGTH, SEED = 8, 3000, 7
 

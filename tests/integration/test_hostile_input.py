@@ -25,7 +25,7 @@ from harness import (
 )
 from kafka import KafkaProducer
 
-from streamrnn.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
 
 NOW = time.time()
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from harness import daemon_sections, free_port, produce_observations, start_daemon, wait_committed
 
-from streamrnn.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
 
 PROMETHEUS = shutil.which("prometheus")
 

@@ -18,9 +18,9 @@ from harness import daemon_sections, free_port, produce_observations, start_daem
 from prometheus_client import CollectorRegistry
 from test_prometheus import PROMETHEUS
 
-from streamrnn.connectors.remote_write import RemoteWriteSink
-from streamrnn.metrics import DaemonMetrics
-from streamrnn.records import ScoreBatch
+from streamrnn.runtime.remote_write import RemoteWriteSink
+from streamrnn.runtime.metrics import DaemonMetrics
+from streamrnn.core.records import ScoreBatch
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "streamrnn.json"
 

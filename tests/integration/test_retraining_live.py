@@ -21,7 +21,7 @@ from harness import (
     write_config,
 )
 
-from streamrnn.model.registry import ModelRegistry
+from streamrnn.lifecycle.registry import ModelRegistry
 
 STREAMS, WARM, LIVE, INTERVAL = 8, 900, 1500, 60.0
 

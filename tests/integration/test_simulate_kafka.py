@@ -1,4 +1,4 @@
-"""Tests of `streamrnn simulate --kafka` (streamrnn.connectors.kafka_producer_sim) against the real local broker.
+"""Tests of `streamrnn simulate --kafka` (streamrnn.tools.simulate_kafka) against the real local broker.
 
 Owns: checks that the simulator's records reach the topic exactly once each, keyed and partitioned by stream, in
 timestamp order per stream, with the simulation's values; that --bad-every salts the topic with the malformed shapes
@@ -21,8 +21,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from streamrnn.cli import main
-from streamrnn.connectors.kafka_producer_sim import BAD_KINDS, BAD_REASONS
-from streamrnn.simulate import SimulationConfig, generate, parse_timestamp, write_truth
+from streamrnn.tools.simulate_kafka import BAD_KINDS, BAD_REASONS
+from streamrnn.core.timestamps import parse_timestamp
+from streamrnn.tools.simulate import SimulationConfig, generate, write_truth
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_cli_produces_every_value_keyed_ordered_and_exact(use_broker, new_topic,
 
 
 def test_bad_every_adds_each_malformed_shape(use_broker, new_topic, tmp_path: Path, capsys) -> None:
-    from streamrnn.connectors.codec import DecoderConfig, RecordDecoder
+    from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
 
     topic = new_topic(use_broker, partitions=2)
     every = 50
@@ -146,7 +147,7 @@ def test_rate_paces_and_realtime_start_moves_event_time_to_now(use_broker, new_t
 
 
 def _merged(sim):
-    from streamrnn.simulate import iter_observations
+    from streamrnn.tools.simulate import iter_observations
 
     return list(iter_observations(sim))
 

@@ -1,4 +1,4 @@
-"""Fake Kafka clients and records for driving :class:`streamrnn.app.Daemon`'s batch path without a broker.
+"""Fake Kafka clients and records for driving :class:`streamrnn.runtime.daemon.Daemon`'s batch path without a broker.
 
 Owns: a producer whose futures settle at once (acknowledged, or refused as a broker would), a consumer that accepts
 the calls the batch path makes, and consumer records with running offsets. Tests about Kafka itself use the real
@@ -14,12 +14,12 @@ import orjson
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streamrnn.app import Daemon
-from streamrnn.coldstart import build_pipeline_and_card
-from streamrnn.connectors.codec import DecoderConfig, RecordDecoder
-from streamrnn.metrics import DaemonMetrics
-from streamrnn.settings import load_settings
-from streamrnn.state.checkpoint import DirectoryStore
+from streamrnn.runtime.daemon import Daemon
+from streamrnn.lifecycle.coldstart import build_pipeline_and_card
+from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.runtime.metrics import DaemonMetrics
+from streamrnn.config.settings import load_settings
+from streamrnn.checkpoint.store import DirectoryStore
 
 TOPIC = "sensors"
 T0 = 1_700_000_000.0

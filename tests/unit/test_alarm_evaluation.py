@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.alarm_metrics import best_row_threshold, event_quality, row_quality, rows_in_events
-from streamrnn.connectors.files import read_series_file
-from streamrnn.evaluate import evaluate_directory
+from streamrnn.tools.alarm_metrics import best_row_threshold, event_quality, row_quality, rows_in_events
+from streamrnn.ingest.files import read_series_file
+from streamrnn.tools.evaluate import evaluate_directory
 
 
 def _skab_like(path: Path, rows: int = 1500, shift_at: int = 900, shift_len: int = 300, seed: int = 0) -> Path:

@@ -9,11 +9,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.scoring.band import ExpectedBand
-from streamrnn.settings import load_settings
-from streamrnn.simulate import SimulationConfig, generate, iter_batches
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.detect.scorers.band import ExpectedBand
+from streamrnn.config.settings import load_settings
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_batches
 
 
 def default_config(**changes) -> PipelineConfig:
@@ -125,7 +125,7 @@ def test_band_rejects_a_coverage_outside_0_1():
 
 
 def test_replay_writes_the_band_columns(tmp_path):
-    from streamrnn.replay import replay
+    from streamrnn.runtime.replay import replay
 
     rng = np.random.default_rng(1)
     lines = ["timestamp,value"] + [f"{1_600_000_000 + 60 * i},{10 + np.sin(i / 50) + rng.normal(0, 0.1):.4f}"

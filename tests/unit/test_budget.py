@@ -1,4 +1,4 @@
-"""The false-alarm budget (streamrnn.scoring.budget): the bar holds the rate it promises, and it is a well-behaved
+"""The false-alarm budget (streamrnn.detect.budget): the bar holds the rate it promises, and it is a well-behaved
 per-row stage (rows independent, snapshot round trip, old snapshots)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrnn.scoring.budget import AlarmBudget
-from streamrnn.scoring.evidence import EventEvidence, EvidenceConfig
+from streamrnn.detect.budget import AlarmBudget
+from streamrnn.detect.evidence import EventEvidence, EvidenceConfig
 
 DAY = 86400.0
 STEP = 300.0  # 5-minute values: 288 a day
@@ -91,7 +91,7 @@ def test_evidence_snapshots_without_budgets_restore_fresh_budgets():
 
 
 def test_a_new_stream_in_a_reused_row_does_not_inherit_the_budget_a_silence_keeps_it():
-    from streamrnn.scoring.shift import FlatlineDetector
+    from streamrnn.detect.flatline import FlatlineDetector
 
     f = FlatlineDetector(min_run=3, alarm_rate=0.1, capacity=2)
     rows = np.array([0])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.scoring.channels import ChannelConfig, ScoreChannels
-from streamrnn.scoring.record import MAX_RATIO, RecordScorer
+from streamrnn.detect.scorers.channels import ChannelConfig, ScoreChannels
+from streamrnn.detect.scorers.record import MAX_RATIO, RecordScorer
 
 R0 = np.array([0], dtype=np.int64)
 

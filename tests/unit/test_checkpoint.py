@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.state import checkpoint as ck
-from streamrnn.state.checkpoint import (
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.checkpoint import store as ck
+from streamrnn.checkpoint.store import (
     CheckpointError,
     CheckpointStore,
     DirectoryStore,

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from streamrnn.simulate import SimulationConfig, generate, write_nab_csvs
+from streamrnn.tools.simulate import SimulationConfig, generate, write_nab_csvs
 
 VERSION = "v000001-20240501T120000123456Z"
 

@@ -8,7 +8,7 @@ import pytest
 
 from streamrnn.cli import main
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.model.registry import Decision, ModelRegistry
+from streamrnn.lifecycle.registry import Decision, ModelRegistry
 
 
 def test_models_list_show_promote_rollback_retrain(tmp_path, capsys, monkeypatch):

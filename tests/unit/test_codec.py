@@ -1,4 +1,4 @@
-"""Tests of streamrnn.connectors.codec: record decoding (every rejection reason, field configuration, fallbacks,
+"""Tests of streamrnn.ingest.decode: record decoding (every rejection reason, field configuration, fallbacks,
 multivariate forms, order and source indexes, the batch path agreeing with the reference path) and the encoders."""
 
 from __future__ import annotations
@@ -14,17 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrnn.connectors.codec import (
-    DEAD_LETTER_HEADERS,
-    DECODE_REASONS,
-    DecoderConfig,
-    RecordDecoder,
-    dead_letter_headers,
-    encode_event,
-    encode_scores,
-)
-from streamrnn.records import Event, ObservationBatch, Rejected, ScoreBatch
-from streamrnn.settings import load_settings
+from streamrnn.ingest.decode import DECODE_REASONS, DecoderConfig, RecordDecoder
+from streamrnn.emit.encode import DEAD_LETTER_HEADERS, dead_letter_headers, encode_event, encode_scores
+from streamrnn.core.records import Event, ObservationBatch, Rejected, ScoreBatch
+from streamrnn.config.settings import load_settings
 
 T0 = 1700000000.0
 T0_ISO = "2023-11-14T22:13:20"  # == T0 in UTC
@@ -197,7 +190,7 @@ def test_each_reason_with_a_real_example(record, cfg, reason, needle):
 
 def test_non_finite_numbers_are_rejected_wherever_they_come_from(monkeypatch):
     """orjson refuses 1e999 today; a decoder that yields inf (older orjson, another parser) must still be caught."""
-    import streamrnn.connectors.codec as codec
+    import streamrnn.ingest.decode as codec
 
     inf = float("inf")
     fake = {b"v": {"stream": "a", "ts": 1, "value": inf}, b"t": {"stream": "a", "ts": -inf, "value": 1},

@@ -1,12 +1,12 @@
-"""The per-stream forecast combiner (streamrnn.model.combiner) and its place in the pipeline."""
+"""The per-stream forecast combiner (streamrnn.detect.combiner) and its place in the pipeline."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.model.combiner import CombinerConfig, ForecastCombiner
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
+from streamrnn.detect.combiner import CombinerConfig, ForecastCombiner
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
 
 DAY = 86400.0
 STEP = 300.0
@@ -111,7 +111,7 @@ def test_forget_network_zeroes_its_coefficient_only():
 
 
 def _daily_pipeline(combine: bool) -> tuple[float, float]:
-    from streamrnn.settings import load_settings
+    from streamrnn.config.settings import load_settings
 
     settings = load_settings(None, environ={}, overrides={"forecast": {"combine": combine}})
     p = Pipeline.build(PipelineConfig.from_settings(settings))  # persistence network

@@ -16,12 +16,13 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streamrnn.app import Daemon
-from streamrnn.coldstart import build_pipeline_and_card
-from streamrnn.connectors.codec import ORIGINAL_SIZE_HEADER, DecoderConfig, RecordDecoder
-from streamrnn.metrics import DaemonMetrics
-from streamrnn.settings import load_settings
-from streamrnn.state.checkpoint import DirectoryStore
+from streamrnn.runtime.daemon import Daemon
+from streamrnn.lifecycle.coldstart import build_pipeline_and_card
+from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.emit.encode import ORIGINAL_SIZE_HEADER
+from streamrnn.runtime.metrics import DaemonMetrics
+from streamrnn.config.settings import load_settings
+from streamrnn.checkpoint.store import DirectoryStore
 
 def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_moves_on(tmp_path):
     # The broker refuses anything over 1 MiB on the dead-letter topic (its default max.message.bytes).

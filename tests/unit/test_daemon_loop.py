@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamrnn.app import Daemon
-from streamrnn.coldstart import build_pipeline_and_card
-from streamrnn.connectors.codec import DecoderConfig, RecordDecoder
-from streamrnn.metrics import DaemonMetrics
-from streamrnn.settings import load_settings
-from streamrnn.state.checkpoint import DirectoryStore
+from streamrnn.runtime.daemon import Daemon
+from streamrnn.lifecycle.coldstart import build_pipeline_and_card
+from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.runtime.metrics import DaemonMetrics
+from streamrnn.config.settings import load_settings
+from streamrnn.checkpoint.store import DirectoryStore
 
 
 class ScriptedConsumer:

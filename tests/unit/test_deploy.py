@@ -64,8 +64,8 @@ def test_endpoints_bind_loopback_by_default_and_containers_expose_them():
     import yaml
     from prometheus_client import CollectorRegistry
 
-    from streamrnn.health import HealthServer
-    from streamrnn.settings import load_settings
+    from streamrnn.runtime.health import HealthServer
+    from streamrnn.config.settings import load_settings
 
     assert load_settings(None, environ={}).daemon.http_host == "127.0.0.1"
     assert tomllib.loads((ROOT / "configs" / "default.toml").read_text())["daemon"]["http_host"] == "127.0.0.1"
@@ -89,7 +89,7 @@ def test_compose_daemon_remote_writes_to_the_prometheus_grafana_reads():
 
     import yaml
 
-    from streamrnn.settings import load_settings
+    from streamrnn.config.settings import load_settings
 
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     environment = {k: str(v) for k, v in services["streamrnn"]["environment"].items()}
@@ -109,8 +109,8 @@ def test_compose_daemon_remote_writes_to_the_prometheus_grafana_reads():
 
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
-    from streamrnn.connectors.remote_write import DEFAULT_PREFIX, SERIES
-    from streamrnn.reference import example_registry
+    from streamrnn.runtime.remote_write import DEFAULT_PREFIX, SERIES
+    from streamrnn.tools.reference import example_registry
 
     names = {DEFAULT_PREFIX + s for s in SERIES}  # per-stream series pushed by remote write, not on /metrics
     for family in example_registry().collect():
@@ -163,7 +163,7 @@ def _by_kind(docs: list[dict], kind: str) -> list[dict]:
 
 def test_kubernetes_manifests_reference_existing_ports_probes_volumes_and_config_keys(tmp_path):
     from streamrnn.cli import build_parser
-    from streamrnn.settings import load_settings
+    from streamrnn.config.settings import load_settings
 
     docs = _k8s_documents()
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}

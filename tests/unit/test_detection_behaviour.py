@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.settings import load_settings
-from streamrnn.simulate import SimulationConfig, generate, iter_batches
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.config.settings import load_settings
+from streamrnn.tools.simulate import SimulationConfig, generate, iter_batches
 
 DAY = 86400.0
 
@@ -145,7 +145,7 @@ def test_a_spike_never_opens_a_second_event_a_day_later(width):
     """Yesterday's spike is no reference for today: the daily residual would otherwise show it again, inverted, as a
     departure, and the level-shift test would fire on that echo, or (a 10-value spike fires a shift and the test rests
     a day) restart its daily level on the echo and fire on the normal values after it (issue 16)."""
-    from streamrnn.records import ObservationBatch
+    from streamrnn.core.records import ObservationBatch
 
     for seed in range(3):
         rng = np.random.default_rng(seed)
@@ -167,7 +167,7 @@ def test_a_spike_never_opens_a_second_event_a_day_later(width):
 def _run_series(t, x, config=None, opened_only=True):
     """Feed one stream (persistence forecaster, default configuration unless ``config``); the opened events (or
     every transition)."""
-    from streamrnn.records import ObservationBatch
+    from streamrnn.core.records import ObservationBatch
 
     pipeline = Pipeline.build(config or PipelineConfig.from_settings(load_settings(None, environ={})))
     events = []

@@ -1,4 +1,4 @@
-"""Tests of streamrnn.evaluate: NAB scores against hand-computed values and a literal transcription of NAB's
+"""Tests of streamrnn.tools.evaluate: NAB scores against hand-computed values and a literal transcription of NAB's
 sweeper, window metrics on hand-made events, file parsing and errors, and the real nab-dev labels."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrnn.evaluate import (
+from streamrnn.tools.evaluate import (
     MAX_TP,
     PROFILES,
     EvaluationError,

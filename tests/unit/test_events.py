@@ -1,4 +1,4 @@
-"""Tests of streamrnn.scoring.events: the event state machine, per stream and vectorized over streams."""
+"""Tests of streamrnn.detect.events: the event state machine, per stream and vectorized over streams."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrnn.records import Event
-from streamrnn.rowstate import RowStateful
-from streamrnn.scoring.events import EventConfig, EventDetector
+from streamrnn.core.records import Event
+from streamrnn.core.rows import RowStateful
+from streamrnn.detect.events import EventConfig, EventDetector
 
 KINDS = ("spike", "level_shift")
 NAN = float("nan")

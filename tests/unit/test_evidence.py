@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.scoring.evidence import EventEvidence, EvidenceConfig, RecordGate
-from streamrnn.scoring.shift import FlatlineDetector
+from streamrnn.detect.evidence import EventEvidence, EvidenceConfig, RecordGate
+from streamrnn.detect.flatline import FlatlineDetector
 
 R0 = np.array([0])
 

@@ -19,7 +19,7 @@ from daemon_fakes import T0, Producer, Records, daemon_with
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrnn.connectors.codec import DECODE_REASONS
+from streamrnn.ingest.decode import DECODE_REASONS
 
 PIPELINE_REASONS = ("duplicate_timestamp", "out_of_order", "timestamp_jump", "non_finite_value", "bad_timestamp")
 GOOD_STREAMS = ("pump-1", "pump-2", "pump-3")

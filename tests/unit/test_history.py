@@ -1,11 +1,11 @@
-"""The history ring (streamrnn.state.history): timestamps as float32 offsets from a per-stream anchor give back the
+"""The history ring (streamrnn.detect.state.history): timestamps as float32 offsets from a per-stream anchor give back the
 float64 timestamps they were given, across anchor moves, and old snapshots with float64 ``ts`` restore."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.state.history import HistoryBuffer
+from streamrnn.detect.state.history import HistoryBuffer
 
 
 def _fill(h: HistoryBuffer, rows: np.ndarray, ts: np.ndarray) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
 
-from streamrnn.connectors.kafka_clients import KafkaClientError, client_error_message, explain_client_errors
-from streamrnn.settings import KafkaSettings
+from streamrnn.ingest.kafka_clients import KafkaClientError, client_error_message, explain_client_errors
+from streamrnn.config.settings import KafkaSettings
 
 PASSWORD = "hunter2-wrong"
 
@@ -70,11 +70,11 @@ def no_broker(monkeypatch):
 def test_the_daemon_the_trainer_and_the_simulator_explain_a_failed_client(no_broker, tmp_path):
     from prometheus_client import CollectorRegistry
 
-    from streamrnn.app import build_daemon
-    from streamrnn.connectors.kafka_producer_sim import ProduceError, create_producer
-    from streamrnn.metrics import DaemonMetrics
-    from streamrnn.settings import load_settings
-    from streamrnn.trainer_app import build_store
+    from streamrnn.runtime.daemon import build_daemon
+    from streamrnn.tools.simulate_kafka import ProduceError, create_producer
+    from streamrnn.runtime.metrics import DaemonMetrics
+    from streamrnn.config.settings import load_settings
+    from streamrnn.runtime.trainer import build_store
 
     kafka = {"bootstrap_servers": ["broker-1:9093"], "security_protocol": "SASL_PLAINTEXT",
              "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "streamrnn", "sasl_password": PASSWORD}

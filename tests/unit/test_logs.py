@@ -9,7 +9,7 @@ import threading
 
 import orjson
 
-from streamrnn.logs import capture_stray_errors, configure
+from streamrnn.runtime.logs import capture_stray_errors, configure
 
 
 def test_stray_errors_become_json_log_lines(monkeypatch):

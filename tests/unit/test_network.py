@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from streamrnn.model.artifact import ArtifactError, latest_artifact, load_artifact, save_artifact
+from streamrnn.lifecycle.artifact import ArtifactError, latest_artifact, load_artifact, save_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig, resolve_device
 
 CASES = list(itertools.product(["rnn", "gru", "lstm"], [1, 2], [False, True]))

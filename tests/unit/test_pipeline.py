@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamrnn.features import FeatureBuilder
+from streamrnn.model.features import FeatureBuilder
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.model.stepper import ModelStepper
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.scoring.events import EventConfig
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.detect.events import EventConfig
 
 FEATURES = FeatureBuilder(n_values=1, time_of_day=True, day_of_week=False)
 
@@ -344,7 +344,7 @@ def test_history_windows_are_the_last_values_as_model_inputs():
 def _shipped_config(**overrides) -> PipelineConfig:
     import dataclasses
 
-    from streamrnn.settings import load_settings
+    from streamrnn.config.settings import load_settings
 
     return dataclasses.replace(PipelineConfig.from_settings(load_settings(None, environ={})), capacity=4, **overrides)
 

@@ -3,8 +3,8 @@
 
 from pathlib import Path
 
-from streamrnn.reference import config_reference, metrics_reference
-from streamrnn.settings import Settings
+from streamrnn.tools.reference import config_reference, metrics_reference
+from streamrnn.config.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

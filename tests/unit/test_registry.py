@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from streamrnn.model.artifact import save_artifact
+from streamrnn.lifecycle.artifact import save_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.model.registry import CHAMPION, Decision, ModelRegistry, RegistryError, resolve_model_path
+from streamrnn.lifecycle.registry import CHAMPION, Decision, ModelRegistry, RegistryError, resolve_model_path
 
 PROMOTE = Decision("promoted", "better")
 REJECT = Decision("rejected", "worse than the champion")
@@ -137,7 +137,7 @@ def test_retrain_requests_are_taken_once_in_order(tmp_path):
 _WRITER = r"""
 import sys, itertools
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.model.registry import Decision, ModelRegistry
+from streamrnn.lifecycle.registry import Decision, ModelRegistry
 reg = ModelRegistry(sys.argv[1])
 model = ForecastNet(NetworkConfig(hidden_size=512, num_layers=3))  # ~12 MB of weights: writes take a while
 print("ready", flush=True)

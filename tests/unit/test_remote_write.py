@@ -1,4 +1,4 @@
-"""Remote write (streamrnn.connectors.remote_write): the wire format against bytes derived by hand from the protobuf
+"""Remote write (streamrnn.runtime.remote_write): the wire format against bytes derived by hand from the protobuf
 encoding rules and snappy's format description, the choice of streams, the bounded queue, the sender's retries and
 drops (a fake ``post``, and a real HTTP server on loopback), and the daemon's wiring. The series queried back from a
 real Prometheus: tests/integration/test_remote_write.py."""
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from streamrnn.connectors.remote_write import (
+from streamrnn.runtime.remote_write import (
     HEADERS,
     RemoteWriteSink,
     RequestEncoder,
@@ -34,9 +34,9 @@ from streamrnn.connectors.remote_write import (
     snappy_block,
     varint,
 )
-from streamrnn.metrics import DaemonMetrics
-from streamrnn.records import ScoreBatch
-from streamrnn.settings import ConfigError, load_settings
+from streamrnn.runtime.metrics import DaemonMetrics
+from streamrnn.core.records import ScoreBatch
+from streamrnn.config.settings import ConfigError, load_settings
 
 NOW_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -408,7 +408,7 @@ def test_full_queue_drops_the_oldest_and_offer_never_blocks():
 
 
 def test_server_errors_are_retried_client_errors_dropped_and_retries_end(monkeypatch):
-    import streamrnn.connectors.remote_write as rw
+    import streamrnn.runtime.remote_write as rw
 
     monkeypatch.setattr(rw, "_BACKOFF_FIRST_S", 0.01)
     receiver = FakeReceiver(["server_error", "network_error", "throttled", "success", "rejected"])
@@ -475,7 +475,7 @@ def receiver_server():
 
 
 def test_http_headers_body_and_status_handling(receiver_server, monkeypatch):
-    import streamrnn.connectors.remote_write as rw
+    import streamrnn.runtime.remote_write as rw
 
     monkeypatch.setattr(rw, "_BACKOFF_FIRST_S", 0.01)
     server, handler = receiver_server
@@ -530,10 +530,10 @@ def test_sink_from_settings_names_targets():
 def test_the_daemon_offers_its_scores_and_closes_the_sink(tmp_path):
     from daemon_fakes import Consumer, Producer, Records, value
 
-    from streamrnn.app import Daemon
-    from streamrnn.coldstart import build_pipeline_and_card
-    from streamrnn.connectors.codec import DecoderConfig, RecordDecoder
-    from streamrnn.state.checkpoint import DirectoryStore
+    from streamrnn.runtime.daemon import Daemon
+    from streamrnn.lifecycle.coldstart import build_pipeline_and_card
+    from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+    from streamrnn.checkpoint.store import DirectoryStore
 
     settings = load_settings(None, environ={"STREAMRNN_CHECKPOINT__DIRECTORY": str(tmp_path),
                                             "STREAMRNN_KAFKA__SCORES": "off"})

@@ -1,4 +1,4 @@
-"""`streamrnn report`: replay output in, one self-contained HTML page out (streamrnn/report.py, the CLI command).
+"""`streamrnn report`: replay output in, one self-contained HTML page out (streamrnn/tools/report.py, the CLI command).
 
 The files are written here as replay writes them (header, empty cells, events as open/update/close transitions), so
 these tests need no model; tests/integration/test_report_browser.py runs a real replay and opens the page in
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from streamrnn.cli import main
-from streamrnn.connectors.files import InputError
-from streamrnn.report import WIDTH, envelope, read_output, render_html
+from streamrnn.ingest.files import InputError
+from streamrnn.tools.report import WIDTH, envelope, read_output, render_html
 
 T0 = 1_700_000_000.0
 STEP = 300.0

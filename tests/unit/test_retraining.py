@@ -12,18 +12,18 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from streamrnn.metrics import DaemonMetrics, TrainerMetrics
-from streamrnn.model.artifact import save_artifact
+from streamrnn.runtime.metrics import DaemonMetrics, TrainerMetrics
+from streamrnn.lifecycle.artifact import save_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
-from streamrnn.model.registry import CHAMPION, Decision, ModelRegistry
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.serving import ModelLifecycle
-from streamrnn.settings import load_settings
-from streamrnn.state.checkpoint import DirectoryStore, PartitionSnapshot
-from streamrnn.trainer_app import Trainer, directory_partitions
-from streamrnn.training.drift import RetrainSchedule
-from streamrnn.training.retrain import PromotionPolicy, Retrainer, TrainingData, collect
+from streamrnn.lifecycle.registry import CHAMPION, Decision, ModelRegistry
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.lifecycle.hotswap import ModelLifecycle
+from streamrnn.config.settings import load_settings
+from streamrnn.checkpoint.store import DirectoryStore, PartitionSnapshot
+from streamrnn.runtime.trainer import Trainer, directory_partitions
+from streamrnn.lifecycle.drift import RetrainSchedule
+from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, TrainingData, collect
 from streamrnn.training.trainer import TrainConfig, train
 
 INTERVAL = 60.0
@@ -182,7 +182,7 @@ def _persistence(settings) -> ForecastNet:
 
 
 def _trained(settings, pipeline: Pipeline) -> tuple[ForecastNet, dict]:
-    from streamrnn.coldstart import network_config, train_config_from_settings
+    from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
 
     data = collect(pipeline, TrainingData(), min_history=300)
     retrainer = Retrainer(network_config(settings, pipeline.config.features), train_config_from_settings(settings),
@@ -285,7 +285,7 @@ def test_a_champion_pointer_out_of_the_registry_is_logged_and_the_current_model_
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("streamrnn.serving")
+    logger = logging.getLogger("streamrnn.lifecycle.hotswap")
     logger.addHandler(handler)
     try:
         lifecycle.poll(pipeline, 0)

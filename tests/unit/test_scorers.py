@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from streamrnn.scoring.base import (
+from streamrnn.detect.scorers.base import (
     X_MAX,
     alpha_from,
     gather,
@@ -17,10 +17,10 @@ from streamrnn.scoring.base import (
     norm_sf,
     scatter,
 )
-from streamrnn.scoring.gaussian import GaussianScorer
-from streamrnn.scoring.likelihood import LikelihoodScorer
-from streamrnn.scoring.registry import SCORER_NAMES, make_scorer
-from streamrnn.scoring.spot import SpotScorer
+from streamrnn.detect.scorers.gaussian import GaussianScorer
+from streamrnn.detect.scorers.likelihood import LikelihoodScorer
+from streamrnn.detect.scorers.catalog import SCORER_NAMES, make_scorer
+from streamrnn.detect.scorers.spot import SpotScorer
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 

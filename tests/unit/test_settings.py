@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from streamrnn.cli import main
-from streamrnn.settings import ConfigError, Settings, load_settings, settings_as_toml
+from streamrnn.config.settings import ConfigError, Settings, load_settings, settings_as_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +87,7 @@ def test_kafka_secrets_are_never_printed(tmp_path):
     text = settings_as_toml(s)
     assert "hunter2-env" not in text and "hunter2-env" not in repr(s)
     assert "# sasl_password is set (hidden)" in text
-    from streamrnn.connectors.kafka_clients import connection_kwargs
+    from streamrnn.ingest.kafka_clients import connection_kwargs
 
     assert connection_kwargs(s.kafka)["sasl_plain_password"] == "hunter2-env"
     env.pop("STREAMRNN_KAFKA__SASL_PASSWORD")

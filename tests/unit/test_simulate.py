@@ -1,4 +1,4 @@
-"""Tests of streamrnn.simulate: determinism, anomaly placement and shapes, ground truth and the file writers."""
+"""Tests of streamrnn.tools.simulate: determinism, anomaly placement and shapes, ground truth and the file writers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from streamrnn.simulate import (
+from streamrnn.core.timestamps import parse_timestamp
+from streamrnn.tools.simulate import (
     ANOMALY_KINDS,
     DEFAULT_START,
     AnomalyLabel,
@@ -20,7 +21,6 @@ from streamrnn.simulate import (
     generate,
     iter_batches,
     iter_observations,
-    parse_timestamp,
     write_long_csv,
     write_nab_csvs,
     write_truth,

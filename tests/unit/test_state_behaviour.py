@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.pipeline import Pipeline, PipelineConfig
-from streamrnn.records import ObservationBatch
-from streamrnn.settings import load_settings
+from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.core.records import ObservationBatch
+from streamrnn.config.settings import load_settings
 
 N_SENSORS = 8
 T0 = 1_700_000_000.0
@@ -67,7 +67,7 @@ def test_a_univariate_stream_has_no_state_channel():
 
 
 def test_watch_shows_the_values_that_moved():
-    from streamrnn.watch import format_event
+    from streamrnn.tools.watch import format_event
 
     line = format_event({"stream": "pump-1", "kind": "state", "action": "open", "start": T0, "end": T0 + 5,
                          "peak_score": 1.0, "values": 5, "moved": [2, 3, 7]}, color=False)
