@@ -127,10 +127,10 @@ def daemon_run(bootstrap: str, topic: str, total: int, state_dir: Path, poll_max
         if daemon.stats.records >= total and "end" not in marks:
             # The last record is in: wait for every output's ack, then commit, and stop the clock there.
             daemon.producer.flush(60)
-            daemon._collect_acks()
-            from streamrnn.runtime.daemon import _commit_map
+            daemon.delivery.collect_acks()
+            from streamrnn.runtime.delivery import commit_map
 
-            daemon.consumer.commit(_commit_map(dict(daemon._acked)))
+            daemon.consumer.commit(commit_map(dict(daemon.delivery.acked)))
             marks["end"] = time.perf_counter()
             daemon.request_stop()
         return result

@@ -5,7 +5,7 @@ the one left out?
 
 Folds: each NAB category of ../shared/nab-dev, skab-dev valve1 (8 values as one stream), and the simulator (3 seeds
 of 50 streams). Each candidate configuration (the shipped settings with some event switches changed) runs every
-fold once, through the real Pipeline with the persistence forecaster (as bench/detect_lab.py: no training, so a
+fold once, through the real Pipeline with the persistence forecaster (as bench/labs/detect_lab.py: no training, so a
 candidate takes seconds, not minutes; `streamrnn replay` with the shipped model is the reference). For each fold
 in turn, the candidate with the best mean event F1 over the *other* folds is chosen, and its event quality on the
 left-out fold is reported beside the shipped configuration's and the pre-issue-16 one's. Event quality is counted
@@ -26,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.detect_lab import run_corpus  # noqa: E402
-from bench.nab_lab import load  # noqa: E402
-from streamrnn.tools.alarm_metrics import category_of, overlaps  # noqa: E402
+from bench.corpora import run_corpus  # noqa: E402
+from bench.corpora import load  # noqa: E402
+from streamrnn.tools.evaluation.alarms import category_of, overlaps  # noqa: E402
 from streamrnn.ingest.files import find_csv_files, read_series_file  # noqa: E402
-from streamrnn.tools.evaluate import windows_from_labels  # noqa: E402
+from streamrnn.tools.evaluation.readers import windows_from_labels  # noqa: E402
 from streamrnn.detect.pipeline import PipelineConfig  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
 from streamrnn.tools.simulate import SimulationConfig, generate  # noqa: E402

@@ -57,7 +57,7 @@ def _array_bytes(pipeline) -> int:
             return sum(walk(v, depth + 1) for k, v in vars(obj).items() if k not in ("net", "config"))
         return 0
 
-    return sum(walk(stage) for _name, stage in pipeline._row_stages) + walk(pipeline.stepper)
+    return sum(walk(stage) for _name, stage in pipeline.stages.row_stages) + walk(pipeline.stepper)
 
 
 def run_one(n_streams: int, ticks: int, history_size: int) -> dict:
@@ -67,7 +67,8 @@ def run_one(n_streams: int, ticks: int, history_size: int) -> dict:
     from streamrnn.detect.pipeline import Pipeline, PipelineConfig
     from streamrnn.core.records import ObservationBatch
     from streamrnn.config.settings import load_settings
-    from streamrnn.checkpoint.store import DirectoryStore, PartitionSnapshot
+    from streamrnn.checkpoint.directory import DirectoryStore
+    from streamrnn.checkpoint.format import PartitionSnapshot
 
     torch.set_num_threads(1)
     settings = load_settings(None, environ={"STREAMRNN_STATE__HISTORY_SIZE": str(history_size),

@@ -23,13 +23,13 @@ class _Collect(logging.Handler):
 
 @pytest.fixture
 def checkpoint_log() -> Iterator[list[logging.LogRecord]]:
-    """Records of WARNING and above logged by streamrnn.checkpoint.store during the test.
+    """Records of WARNING and above logged by the checkpoint stores (streamrnn.checkpoint.*) during the test.
 
-    The handler sits on the module's own logger: the "streamrnn" logger may not propagate (streamrnn.runtime.logs.configure).
+    The handler sits on the package's logger: the "streamrnn" logger may not propagate (streamrnn.runtime.logs.configure).
     """
     handler = _Collect()
     handler.setLevel(logging.WARNING)
-    logger = logging.getLogger("streamrnn.checkpoint.store")
+    logger = logging.getLogger("streamrnn.checkpoint")
     logger.addHandler(handler)
     try:
         yield handler.records

@@ -3,7 +3,7 @@
 
     PYTHONPATH=$PWD python bench/labs/event_sources.py [--scores out/nab/0]
 
-1. Runs the real pipeline (persistence forecaster, every NAB file in one pipeline, as bench/detect_lab.py) and
+1. Runs the real pipeline (persistence forecaster, every NAB file in one pipeline, as bench/labs/detect_lab.py) and
    captures, per value, the spike evidence's z (uncapped) and whether the level-shift CUSUM fired.
 2. Turns them into events offline (a value at the threshold opens or extends an event; 5 quiet values close it),
    with the pipeline's flatline and gap events added, for: the shipped rule, each kind alone, and a record gate on
@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import streamrnn.detect.evidence as evidence_module  # noqa: E402
-from bench.detect_lab import run_corpus  # noqa: E402
-from bench.nab_lab import load  # noqa: E402
-from streamrnn.tools.alarm_metrics import event_quality  # noqa: E402
-from streamrnn.tools.evaluate import load_results  # noqa: E402
+from bench.corpora import run_corpus  # noqa: E402
+from bench.corpora import load  # noqa: E402
+from streamrnn.tools.evaluation.alarms import event_quality  # noqa: E402
+from streamrnn.tools.evaluation.readers import load_results  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
 
 

@@ -450,7 +450,7 @@ class KafkaSettings(_Section):
 
 
 class CheckpointSettings(_Section):
-    """Per-partition snapshots of the streams' state with the next input offset; see streamrnn.checkpoint.store."""
+    """Per-partition snapshots of the streams' state with the next input offset; see streamrnn.checkpoint.stores."""
 
     store: Literal["directory", "kafka"] = Field(
         "directory", description="directory: a local path (one instance); kafka: a compacted changelog topic"

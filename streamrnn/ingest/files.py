@@ -13,7 +13,6 @@ Must not touch the pipeline; :mod:`streamrnn.runtime.replay` connects the two.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence

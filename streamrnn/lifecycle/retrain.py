@@ -85,7 +85,7 @@ def collect(pipeline: Any, data: TrainingData, min_history: int) -> TrainingData
     """Add the whole history of every stream of ``pipeline`` that has ``min_history`` values to ``data``; returns
     ``data``."""
     rows = np.array(sorted(r for _s, r in pipeline.table.streams()), dtype=np.int64)
-    lengths = pipeline.history.length(rows)
+    lengths = pipeline.stages.history.length(rows)
     for row, length in zip(rows.tolist(), lengths.tolist()):
         if length >= min_history:
             inputs, anomalous, ts = pipeline.history_windows(np.array([row]), length)

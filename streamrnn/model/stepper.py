@@ -66,7 +66,7 @@ class ModelStepper:
             forecast, new_state = self.net.step(x, state)
         else:
             # Cache-sized chunks: one call over 10k rows runs about 3x slower per row than calls of 512
-            # (measured, bench/RESULTS.md), because the gate activations no longer fit in L2.
+            # (measured, docs/history.md), because the gate activations no longer fit in L2.
             forecast = torch.empty(n, self.net.config.n_targets)
             new_state = torch.empty_like(state)
             for lo in range(0, n, self.chunk_rows):

@@ -18,7 +18,7 @@ import logging
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Callable
 
 import orjson
 
@@ -81,3 +81,28 @@ def capture_stray_errors(logger: logging.Logger) -> None:
 
     sys.unraisablehook = unraisable
     threading.excepthook = thread_error
+
+
+class Throttle:
+    """Rate limit of repeated log lines: :meth:`due` is True at most once per ``every_s`` for each key.
+
+    >>> now = [0.0]
+    >>> throttle = Throttle(lambda: now[0], every_s=10.0)
+    >>> throttle.due("refused"), throttle.due("refused"), throttle.due("other")
+    (True, False, True)
+    >>> now[0] = 10.0
+    >>> throttle.due("refused")
+    True
+    """
+
+    def __init__(self, clock: Callable[[], float], every_s: float) -> None:
+        self._clock = clock
+        self._every_s = every_s
+        self._next: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        now = self._clock()
+        if now < self._next.get(key, float("-inf")):
+            return False
+        self._next[key] = now + self._every_s
+        return True

@@ -16,17 +16,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from streamrnn.runtime.logs import capture_stray_errors
+from streamrnn.runtime.serve import ProcessServer
 from streamrnn.runtime.metrics import TrainerMetrics
 from streamrnn.lifecycle.registry import Decision, ModelRegistry
 from streamrnn.runtime.progress import progress
 from streamrnn.config.settings import Settings
-from streamrnn.checkpoint.store import CheckpointStore, DirectoryStore
+from streamrnn.checkpoint.directory import directory_partitions
+from streamrnn.checkpoint.stores import CheckpointStore
+from streamrnn.checkpoint.stores import build_store as build_checkpoint_store
 from streamrnn.lifecycle.drift import RetrainSchedule
 from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, RetrainOutcome, TrainingData, collect
 
@@ -35,16 +37,6 @@ log = logging.getLogger(__name__)
 
 class Stopped(Exception):
     """The trainer was asked to stop in the middle of a run (nothing is published)."""
-
-
-def directory_partitions(directory: Path, namespace: str, topics: Sequence[str]) -> list[tuple[str, int]]:
-    """The partitions with a snapshot file in a :class:`DirectoryStore`."""
-    found = []
-    for topic in topics:
-        for path in sorted((Path(directory) / namespace / topic).glob("*.snapshot")):
-            if path.stem.isdigit():
-                found.append((topic, int(path.stem)))
-    return found
 
 
 class Trainer:
@@ -196,15 +188,12 @@ class Trainer:
 def build_store(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[tuple[str, int]]]]:
     """The daemons' checkpoint store (read side) and how to list its partitions."""
     k, c = settings.kafka, settings.checkpoint
+    store = build_checkpoint_store(settings)
     if c.store == "directory":
-        store = DirectoryStore(c.directory, k.group_id)
         return store, lambda: directory_partitions(c.directory, k.group_id, k.input_topics)
     from kafka import KafkaConsumer
 
     from streamrnn.ingest.kafka_clients import consumer_kwargs, explain_client_errors
-    from streamrnn.checkpoint.store import KafkaChangelogStore
-
-    store = KafkaChangelogStore(k, c.changelog_topic, k.group_id, c.chunk_bytes)
     kwargs = consumer_kwargs(k)
     kwargs.pop("group_id", None)  # metadata only: never join the daemons' group
 
@@ -222,12 +211,8 @@ def build_store(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[
 
 def serve_trainer(settings: Settings, once: bool = False) -> int:
     """``streamrnn trainer``: the loop with /metrics, /healthz, /readyz until SIGTERM/SIGINT."""
-    import signal
-
     import torch
     from prometheus_client import CollectorRegistry
-
-    from streamrnn.runtime.health import HealthServer
 
     if settings.registry.directory is None:
         log.error("the trainer needs registry.directory (where it publishes models)")
@@ -239,18 +224,11 @@ def serve_trainer(settings: Settings, once: bool = False) -> int:
     metrics.up_since.set(time.time())
     store, partitions = build_store(settings)
     trainer = Trainer(settings, ModelRegistry(settings.registry.directory), store, partitions, metrics)
-    http = None
+    server = ProcessServer()
     if not once:
-        http = HealthServer(registry, lambda: (True, "ok"), settings.daemon.http_host,
-                            settings.retrain.http_port).start()
-        log.info("http endpoints up", extra={"fields": {"port": http.port}})
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("stop requested", extra={"fields": {"signal": signal.Signals(signum).name}})
-        trainer.stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+        server.serve_http(registry, lambda: (True, "ok"), settings.daemon.http_host, settings.retrain.http_port)
+    server.on_stop(trainer.stop_requested.set)
+    server.install_signals()
     try:
         if once:
             outcome = trainer.run_once("by hand")
@@ -262,9 +240,8 @@ def serve_trainer(settings: Settings, once: bool = False) -> int:
         pass
     finally:
         store.close()
-        if http is not None:
-            http.stop()
+        server.close()
     return 0
 
 
-__all__ = ["Trainer", "serve_trainer", "build_store", "directory_partitions"]
+__all__ = ["Trainer", "serve_trainer", "build_store"]

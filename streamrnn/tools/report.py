@@ -3,8 +3,8 @@
 Owns the page: reading a replay output directory into :class:`StreamData` (:func:`read_output`), downsampling to
 pixel columns (:func:`envelope`: the min and max of each column, so that a one-value spike survives), and drawing
 (:func:`render_html`: data in, HTML out, inline SVG, a few lines of inline JS, no network resource). The files are
-read with :mod:`streamrnn.tools.evaluate`'s readers and scored with :mod:`streamrnn.tools.alarm_metrics`; nothing here detects
-anything. The CLI calls :func:`write_report`.
+read with :mod:`streamrnn.tools.evaluation.readers` and scored with :mod:`streamrnn.tools.evaluation.alarms`; nothing
+here detects anything. The CLI calls :func:`write_report`.
 
 Per stream, one panel per target (the value, the forecast and the expected band ``lower..upper`` when the output has
 them) and a score panel (0..1); events are shaded by kind, labeled windows (``label`` = 1 rows, or ``--windows``)
@@ -28,9 +28,15 @@ from typing import Sequence
 
 import numpy as np
 
-from streamrnn.tools.alarm_metrics import EventQuality, event_quality
+from streamrnn.tools.evaluation.alarms import EventQuality, event_quality
 from streamrnn.ingest.files import InputError
-from streamrnn.tools.evaluate import load_windows, parse_timestamps, read_event_records, result_csvs, windows_from_labels
+from streamrnn.tools.evaluation.readers import (
+    load_windows,
+    parse_timestamps,
+    read_event_records,
+    result_csvs,
+    windows_from_labels,
+)
 from streamrnn.core.records import EVENT_KINDS
 
 WIDTH = 1000  # pixel columns of the plot area: the downsampling target

@@ -64,7 +64,6 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from streamrnn.core.records import ObservationBatch
-from streamrnn.core.timestamps import parse_timestamp
 
 ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "flatline", "gap", "drift")
 # Index = the per-value kind code of StreamSim.kind_code; 0 is a normal value.

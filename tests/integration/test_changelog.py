@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from streamrnn.config.settings import KafkaSettings
-from streamrnn.checkpoint.store import CheckpointStore, KafkaChangelogStore, PartitionSnapshot
+from streamrnn.checkpoint.changelog import KafkaChangelogStore
+from streamrnn.checkpoint.format import PartitionSnapshot
+from streamrnn.checkpoint.stores import CheckpointStore
 
 CHUNK = 4096
 

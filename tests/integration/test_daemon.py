@@ -23,7 +23,8 @@ from harness import (
 )
 
 from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
-from streamrnn.checkpoint.store import DirectoryStore, KafkaChangelogStore
+from streamrnn.checkpoint.changelog import KafkaChangelogStore
+from streamrnn.checkpoint.directory import DirectoryStore
 
 
 def _observations(n_streams: int = 6, length: int = 1200, seed: int = 3) -> list[tuple[str, float, float]]:

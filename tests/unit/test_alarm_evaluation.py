@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.tools.alarm_metrics import best_row_threshold, event_quality, row_quality, rows_in_events
+from streamrnn.tools.evaluation.alarms import best_row_threshold, event_quality, row_quality, rows_in_events
 from streamrnn.ingest.files import read_series_file
 from streamrnn.tools.evaluate import evaluate_directory
 
@@ -86,6 +86,7 @@ def test_replay_and_evaluate_a_row_labeled_wide_file_without_a_windows_file(tmp_
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads(evaluated.stdout)
     assert report["windows"] == 2  # one per labeled run of rows
+    assert report["series"] == 2 and report["values"] == 3000
     assert report["alarms"]["windows"] == 2 and report["alarms"]["series"] == 2
     rows = report["rows"]
     assert rows["tp"] + rows["fn"] == 500 and rows["tp"] + rows["fp"] + rows["fn"] + rows["tn"] == 3000

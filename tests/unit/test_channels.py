@@ -57,7 +57,7 @@ def test_refractory_clamp_keeps_only_the_first_value_of_a_run():
 
 
 def test_seasonal_channel_flags_a_missing_daily_plateau():
-    # An abrupt one: the record ratio of a slow ramp grows by small steps (a known limit, bench/RESULTS.md).
+    # An abrupt one: the record ratio of a slow ramp grows by small steps (a known limit, docs/history.md).
     day, step = 86400.0, 300.0
     ts = np.arange(0, 6 * day, step)
     on = (ts % day) < day / 2

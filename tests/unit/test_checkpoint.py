@@ -10,15 +10,11 @@ import pytest
 
 from streamrnn.detect.pipeline import Pipeline, PipelineConfig
 from streamrnn.core.records import ObservationBatch
-from streamrnn.checkpoint import store as ck
-from streamrnn.checkpoint.store import (
-    CheckpointError,
-    CheckpointStore,
-    DirectoryStore,
-    PartitionSnapshot,
-    decode_snapshot,
-    encode_snapshot,
-)
+from streamrnn.checkpoint import directory as ck_directory
+from streamrnn.checkpoint import format as ck_format
+from streamrnn.checkpoint.directory import DirectoryStore
+from streamrnn.checkpoint.format import CheckpointError, PartitionSnapshot, decode_snapshot, encode_snapshot
+from streamrnn.checkpoint.stores import CheckpointStore
 
 
 def stepped_pipeline(n_streams: int = 4, steps: int = 40, seed: int = 0) -> Pipeline:
@@ -160,11 +156,11 @@ def test_unknown_format_version_and_foreign_data():
 
 
 def test_chunking_reassembles_the_encoding(realistic):
-    parts, total = ck._encode_parts(realistic)
+    parts, total = ck_format.encode_parts(realistic)
     whole = encode_snapshot(realistic)
     assert total == len(whole)
     for size in (1000, 4096, 65536, total, total + 1):
-        chunks = [bytes(c) for c in ck._iter_chunks(parts, size)]
+        chunks = [bytes(c) for c in ck_format.iter_chunks(parts, size)]
         assert b"".join(chunks) == whole
         assert all(len(c) == size for c in chunks[:-1]) and 0 < len(chunks[-1]) <= size
         assert len(chunks) == -(-total // size)
@@ -217,7 +213,7 @@ def test_failed_replace_keeps_the_previous_snapshot(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ck.os, "replace", broken_replace)
+    monkeypatch.setattr(ck_directory.os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
         store.save([small_snapshot(offset=2)])
     monkeypatch.undo()
@@ -235,10 +231,10 @@ def test_failed_write_keeps_the_previous_snapshot(tmp_path, monkeypatch):
         calls["n"] += 1
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(ck.os, "fsync", dying_fsync)
+    monkeypatch.setattr(ck_directory.os, "fsync", dying_fsync)
     with pytest.raises(OSError):
         store.save([small_snapshot(offset=2)])
-    monkeypatch.setattr(ck.os, "fsync", real_fsync)
+    monkeypatch.setattr(ck_directory.os, "fsync", real_fsync)
     assert calls["n"] == 1
     assert store.load([("sensors", 0)])[("sensors", 0)].next_offset == 1
 

@@ -142,22 +142,22 @@ def test_pipeline_swap_keeps_the_combination_and_forgets_the_network_weight():
     for k in range(600):
         p.step(ObservationBatch.from_rows([("a", k * STEP, float(20 + rng.normal()))]))
     row = p.table.row_of("a")
-    w = p.combiner.state["w"][row].copy()
+    w = p.stages.combiner.state["w"][row].copy()
     assert (w != 0).any()
-    before = p.own["forecast"][row].copy()
+    before = p.stages.own["forecast"][row].copy()
     net = persistence_net(p.config.features.n_inputs, p.config.targets, p.config.horizon)
     p.swap_model(net, "v2")
-    assert p.combiner.state["w"][row, 0, 0] == 0.0  # the network's weight starts again
-    np.testing.assert_allclose(p.combiner.state["w"][row, 0, 1:], w[0, 1:], rtol=0.2, atol=0.05)
-    assert np.isfinite(p.own["forecast"][row]).all()
+    assert p.stages.combiner.state["w"][row, 0, 0] == 0.0  # the network's weight starts again
+    np.testing.assert_allclose(p.stages.combiner.state["w"][row, 0, 1:], w[0, 1:], rtol=0.2, atol=0.05)
+    assert np.isfinite(p.stages.own["forecast"][row]).all()
     # The persistence network's input is ~0 (float32 rounding): the pending forecast is nearly the same combination
     # as before the swap (the other weights are re-solved without the network's statistics).
-    np.testing.assert_allclose(p.own["forecast"][row], before, rtol=1e-3)
+    np.testing.assert_allclose(p.stages.own["forecast"][row], before, rtol=1e-3)
     snap = p.snapshot()
     q = Pipeline.build(PipelineConfig(combiner=CombinerConfig(gate_half_life=0)), model_version="v2")
     q.stepper.swap(net)
     q.restore(snap)
-    np.testing.assert_array_equal(q.combiner.state["w"][q.table.row_of("a")], p.combiner.state["w"][row])
+    np.testing.assert_array_equal(q.stages.combiner.state["w"][q.table.row_of("a")], p.stages.combiner.state["w"][row])
 
 
 def test_a_snapshot_from_before_the_combiner_restores_it_as_naive():
@@ -169,7 +169,7 @@ def test_a_snapshot_from_before_the_combiner_restores_it_as_naive():
     new = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
     new.restore(snap)
     row = new.table.row_of("a")
-    assert new.combiner.state["steps"][row] == 0 and (new.combiner.state["w"][row] == 0).all()
+    assert new.stages.combiner.state["steps"][row] == 0 and (new.stages.combiner.state["w"][row] == 0).all()
     res = new.step(ObservationBatch.from_rows([("a", 50 * STEP, 1.0), ("a", 51 * STEP, 2.0)]))
     assert res.scores.forecast[1] == 1.0  # naive until the stream has evidence
 
@@ -179,11 +179,11 @@ def test_a_reset_gap_drops_the_pending_combination():
     for k in range(100):
         p.step(ObservationBatch.from_rows([("a", k * STEP, float(20 + (k % 3)))]))
     row = p.table.row_of("a")
-    w = p.combiner.state["w"][row].copy()
+    w = p.stages.combiner.state["w"][row].copy()
     res = p.step(ObservationBatch.from_rows([("a", 1000 * STEP, 50.0)]))  # a gap of 900 intervals
     assert np.isnan(res.scores.forecast[0])  # nothing forecast across the reset
-    assert np.isnan(p.combiner.state["last2"][row]).all()  # the sequence starts again after the gap
-    np.testing.assert_array_equal(p.combiner.state["w"][row], w)  # the learned weights are kept
+    assert np.isnan(p.stages.combiner.state["last2"][row]).all()  # the sequence starts again after the gap
+    np.testing.assert_array_equal(p.stages.combiner.state["w"][row], w)  # the learned weights are kept
 
 
 def test_a_snapshot_from_an_older_version_restores_with_new_stages_fresh():
@@ -199,8 +199,8 @@ def test_a_snapshot_from_an_older_version_restores_with_new_stages_fresh():
     new = Pipeline.build(PipelineConfig(combiner=CombinerConfig()))
     new.restore({**snap, "stages": stages})
     row = new.table.row_of("a")
-    assert (new.event_evidence.state["b"][row] == 0).all()  # fresh
-    np.testing.assert_array_equal(new.own["net_forecast"][row], new.own["forecast"][row])
+    assert (new.stages.event_evidence.state["b"][row] == 0).all()  # fresh
+    np.testing.assert_array_equal(new.stages.own["net_forecast"][row], new.stages.own["forecast"][row])
     res = new.step(ObservationBatch.from_rows([("a", 300 * STEP, 20.0)]))
     assert np.isfinite(res.scores.score).all() and len(res.rejected) == 0
 

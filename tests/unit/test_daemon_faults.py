@@ -22,7 +22,7 @@ from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
 from streamrnn.emit.encode import ORIGINAL_SIZE_HEADER
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.config.settings import load_settings
-from streamrnn.checkpoint.store import DirectoryStore
+from streamrnn.checkpoint.directory import DirectoryStore
 
 def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_moves_on(tmp_path):
     # The broker refuses anything over 1 MiB on the dead-letter topic (its default max.message.bytes).
@@ -35,8 +35,8 @@ def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_m
     records = Records()
     huge = b"{" + b"x" * (1024 * 1024 - 2) + b"}"  # 1 MiB of malformed JSON: the input topic took it
     daemon.process(records.batch([(0, b"a", value("a", T0)), (0, b"a", huge), (0, b"a", value("a", T0 + 60))]))
-    daemon._collect_acks()
-    dead = [s for s in producer.sent if s[0] == daemon._dead_letter_topic]
+    daemon.delivery.collect_acks()
+    dead = [s for s in producer.sent if s[0] == daemon.delivery.dead_letter_topic]
     assert len(dead) == 1
     _topic, key, body, headers = dead[0]
     headers = dict(headers)
@@ -45,7 +45,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_m
     assert body == huge[: len(body)] and 0 < len(body) < len(huge)
     assert sample(metrics, "streamrnn_dead_letters_truncated_total") == 1
     assert sample(metrics, "streamrnn_delivery_failures_total") == 0  # nothing was rewound
-    assert daemon._acked == {TopicPartition(TOPIC, 0): 3}  # the partition's offsets move on
+    assert daemon.delivery.acked == {TopicPartition(TOPIC, 0): 3}  # the partition's offsets move on
     assert daemon.stats.scored == 2
 
 
@@ -54,10 +54,10 @@ def test_an_output_the_broker_refuses_for_good_is_counted_and_skipped_not_replay
     daemon, metrics = daemon_with(tmp_path, producer)
     records = Records()
     daemon.process(records.batch([(0, b"a", b"{not json"), (0, b"a", value("a", T0))]))
-    daemon._collect_acks()
+    daemon.delivery.collect_acks()
     assert sample(metrics, "streamrnn_output_records_refused_total", output="dead_letter") == 1
     assert sample(metrics, "streamrnn_delivery_failures_total") == 0
-    assert daemon._acked == {TopicPartition(TOPIC, 0): 2}
+    assert daemon.delivery.acked == {TopicPartition(TOPIC, 0): 2}
     assert daemon.snapshot_all() == {TopicPartition(TOPIC, 0): 2}
 
 
@@ -73,7 +73,7 @@ def test_a_snapshot_whose_flush_finds_a_failed_delivery_is_skipped_not_a_crash(t
     assert daemon.snapshot_all() == {}
     assert sample(metrics, "streamrnn_delivery_failures_total") == 1
     assert sample(metrics, "streamrnn_snapshot_failures_total") == 1
-    assert daemon._pending_assign == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}  # restored next
+    assert daemon.partitions.pending == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}  # restored next
 
 
 def test_a_send_that_gives_up_during_an_outage_rewinds_instead_of_ending_the_daemon(tmp_path):
@@ -92,8 +92,8 @@ def test_a_send_that_gives_up_during_an_outage_rewinds_instead_of_ending_the_dae
     producer.blocked = True  # the broker went away: the buffer is full
     daemon.process(records.batch([(0, b"a", value("a", T0 + 60)), (1, b"b", value("b", T0 + 60))]))
     assert sample(metrics, "streamrnn_delivery_failures_total") == 1
-    assert daemon._pending_assign == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}  # restored when back
-    assert not daemon._in_flight and daemon.pipeline.n_streams == 0
+    assert daemon.partitions.pending == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}  # restored when back
+    assert not daemon.delivery.in_flight and daemon.pipeline.n_streams == 0
 
 
 def test_a_dead_letter_whose_send_gives_up_during_an_outage_is_rewound_not_dropped(tmp_path):
@@ -113,7 +113,7 @@ def test_a_dead_letter_whose_send_gives_up_during_an_outage_is_rewound_not_dropp
     daemon.process(records.batch([(0, b"a", b"{not json")]))
     assert sample(metrics, "streamrnn_delivery_failures_total") == 1  # replayed from the snapshot later
     assert sample(metrics, "streamrnn_output_records_refused_total", output="dead_letter") == 0
-    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+    assert daemon.partitions.pending == {TopicPartition(TOPIC, 0)}
 
 
 def test_closing_the_events_of_evicted_streams_during_an_outage_does_not_end_the_daemon(tmp_path):
@@ -133,9 +133,9 @@ def test_closing_the_events_of_evicted_streams_during_an_outage_does_not_end_the
     daemon.process(records.batch([(0, b"a", value("a", T0 + 60 * 400, 50.0))]))  # a spike: an event opens
     assert daemon.pipeline.open_events() == 1
     producer.blocked = True
-    daemon._forget(["a"], "max_streams")  # its close event cannot be sent
+    daemon.partitions.forget(["a"], "max_streams")  # its close event cannot be sent
     assert sample(metrics, "streamrnn_delivery_failures_total") == 1
-    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+    assert daemon.partitions.pending == {TopicPartition(TOPIC, 0)}
 
 
 def test_one_stream_with_a_wild_clock_does_not_evict_the_others(tmp_path):
@@ -152,7 +152,7 @@ def test_one_stream_with_a_wild_clock_does_not_evict_the_others(tmp_path):
     assert [r.reason for r in daemon.decoder.decode([records_now[TopicPartition(TOPIC, 0)][1]],
                                                     now=T0 + 400 * 86400.0)[1]] == ["future_timestamp"]
     assert len(result.scores) == 5  # fresh + s1..s4
-    daemon._evict()
+    daemon.partitions.evict()
     assert sample(metrics, "streamrnn_evicted_streams_total", reason="idle") == 0
     assert daemon.pipeline.n_streams == 6
 
@@ -161,12 +161,12 @@ def test_streams_silent_in_their_partitions_event_time_are_evicted(tmp_path):
     daemon, metrics = daemon_with(tmp_path, Producer())
     records = Records()
     daemon.process(records.batch([(0, b"quiet", value("quiet", T0)), (1, b"other", value("other", T0))]))
-    daemon._evict()  # nothing moved on yet
+    daemon.partitions.evict()  # nothing moved on yet
     later = T0 + 8 * 86400.0  # more than idle_ttl_s (7 days) after the quiet stream's last value
     daemon.process(records.batch([(0, b"busy", value("busy", later)), (1, b"other", value("other", T0 + 60))]))
-    daemon._evict()
+    daemon.partitions.evict()
     assert daemon.pipeline.n_streams == 2
-    assert daemon.pipeline.table.row_of("quiet") is None and "quiet" not in daemon._owner
+    assert daemon.pipeline.table.row_of("quiet") is None and "quiet" not in daemon.partitions.owner
     assert sample(metrics, "streamrnn_evicted_streams_total", reason="idle") == 1
 
 
@@ -182,7 +182,7 @@ def test_the_stream_count_is_bounded_least_recently_seen_first(tmp_path):
     assert max(counts) <= 200 and counts[-1] >= 198  # down to 99% of the bound when past it
     assert daemon.pipeline.table.row_of("steady") is not None  # seen in every batch: never the least recent
     assert sample(metrics, "streamrnn_evicted_streams_total", reason="max_streams") == 1 + 10 * 60 - counts[-1]
-    assert len(daemon._owner) == daemon.pipeline.n_streams
+    assert len(daemon.partitions.owner) == daemon.pipeline.n_streams
 
 
 def test_broker_up_drops_while_a_flush_is_stalled(tmp_path):
@@ -200,7 +200,7 @@ def test_broker_up_drops_while_a_flush_is_stalled(tmp_path):
 
     daemon = Daemon(settings, pipeline, Consumer(), StalledProducer(), DirectoryStore(tmp_path, "g"),
                     RecordDecoder(DecoderConfig.from_settings(settings)), metrics, clock=lambda: now[0])
-    daemon._on_assigned(set())
+    daemon.membership.on_assigned(set())
     assert sample(metrics, "streamrnn_broker_up") == 1
     daemon.process(Records().batch([(0, b"a", value("a", T0))]))
     assert daemon.snapshot_all() == {}
@@ -235,7 +235,7 @@ def _rewound_daemon(tmp_path):
     daemon.process(records.batch([(0, b"a", value("a", T0))]))
     producer.blocked = True
     daemon.process(records.batch([(0, b"a", value("a", T0 + 60))]))
-    assert daemon._pending_assign == {TopicPartition(TOPIC, 0)}
+    assert daemon.partitions.pending == {TopicPartition(TOPIC, 0)}
     return daemon, producer
 
 
@@ -250,8 +250,8 @@ def test_a_shutdown_right_after_a_rewind_is_not_reported_clean(tmp_path):
 def test_a_shutdown_after_a_rewind_was_restored_is_clean(tmp_path):
     daemon, producer = _rewound_daemon(tmp_path)
     producer.blocked = False  # the broker is back: the partition is restored from its snapshot
-    daemon._restore_pending()
-    assert not daemon._pending_assign
+    daemon.partitions.restore_pending()
+    assert not daemon.partitions.pending
     daemon._shutdown()
     assert daemon.final_snapshot_saved
 
@@ -275,6 +275,6 @@ def test_dead_letters_and_scores_do_not_depend_on_poll_size(tmp_path, records_pe
         result = daemon.process(records.batch(items[start:start + records_per_poll]))
         scored += [(s, t) for s, t in zip(result.scores.stream.tolist(), result.scores.ts.tolist())]
     reasons = sorted((int(dict(h)["streamrnn.source.offset"]), dict(h)["streamrnn.reason"].decode())
-                     for t, _k, _v, h in producer.sent if t == daemon._dead_letter_topic)
+                     for t, _k, _v, h in producer.sent if t == daemon.delivery.dead_letter_topic)
     assert reasons == [(50, "out_of_order"), (90, "future_timestamp"), (95, "timestamp_jump")]
     assert len(scored) == 120 and len(set(scored)) == 120

@@ -16,7 +16,7 @@ from streamrnn.lifecycle.coldstart import build_pipeline_and_card
 from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.config.settings import load_settings
-from streamrnn.checkpoint.store import DirectoryStore
+from streamrnn.checkpoint.directory import DirectoryStore
 
 
 class ScriptedConsumer:

@@ -110,7 +110,7 @@ def test_normal_streams_of_every_shape_produce_no_event_after_warm_up():
     assert_no_event_after_warm_up(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): the per-value score keeps the NAB-best "
+@pytest.mark.xfail(strict=True, reason="known gap (docs/history.md): the per-value score keeps the NAB-best "
                    "out-of-range channel (range_scale = 0), so trend and noise at the edge of the learned range score "
                    "up to ~0.9; it ranks values but no longer opens events (see the test above)")
 def test_normal_daily_cycles_score_low_after_warm_up():

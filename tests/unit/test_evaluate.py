@@ -14,23 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrnn.tools.evaluate import (
+from streamrnn.tools.evaluate import evaluate_directory
+from streamrnn.tools.evaluation.nab import (
     MAX_TP,
     PROFILES,
-    EvaluationError,
     Profile,
     SeriesData,
-    evaluate_directory,
-    load_windows,
     nab_score_at,
     nab_scores,
-    parse_timestamps,
     probation_rows,
-    read_events,
     scaled_sigmoid,
-    score_detections,
-    window_metrics,
 )
+from streamrnn.tools.evaluation.readers import load_windows, parse_timestamps, read_events
+from streamrnn.tools.evaluation.windows import EvaluationError, score_detections, window_metrics
 
 STANDARD, LOW_FP, LOW_FN = PROFILES
 T0 = 1396310400.0  # 2014-04-01 00:00:00 UTC

@@ -125,7 +125,7 @@ def _run(tmp_path, records: list[tuple], poll_sizes: list[int]):
         k += 1
     dead = [(int(dict(h)["streamrnn.source.partition"]), int(dict(h)["streamrnn.source.offset"]),
              dict(h)["streamrnn.reason"].decode()) for topic, _k, _v, h in producer.sent
-            if topic == daemon._dead_letter_topic]
+            if topic == daemon.delivery.dead_letter_topic]
     return scored, dead
 
 

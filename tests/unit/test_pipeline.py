@@ -182,13 +182,13 @@ def test_restore_under_another_model_version_reprimes_from_history():
     with torch.no_grad():
         forecast_z, state = new_net(torch.from_numpy(inputs[None].astype(np.float32)))
     torch.testing.assert_close(q.stepper.state[row], state[0], rtol=1e-5, atol=1e-6)
-    scale = q.normalizer.scale(np.array([row]))[0, 0]
-    mean = q.normalizer.mean(np.array([row]))[0, 0]
+    scale = q.stages.normalizer.scale(np.array([row]))[0, 0]
+    mean = q.stages.normalizer.mean(np.array([row]))[0, 0]
     expected = float(forecast_z[0, -1, 0]) * scale + mean
     slot = int(q.table.state["count"][row] - 1) % q.config.horizon
-    assert q.own["forecast"][row, slot, 0] == pytest.approx(expected, rel=1e-5)
+    assert q.stages.own["forecast"][row, slot, 0] == pytest.approx(expected, rel=1e-5)
     assert not np.allclose(q.stepper.state[row].numpy(), p.stepper.state[p.table.row_of("s0")].numpy())
-    assert q.normalizer.state["count"][row] == p.normalizer.state["count"][p.table.row_of("s0")]
+    assert q.stages.normalizer.state["count"][row] == p.stages.normalizer.state["count"][p.table.row_of("s0")]
 
 
 def test_swap_model_reprimes_every_stream_like_a_run_from_the_start():
@@ -260,7 +260,7 @@ def test_idle_streams_are_evicted_and_their_rows_reused():
     assert evicted == ["old"] and p.table.row_of("old") is None and p.n_streams == 1
     p.step(ObservationBatch.from_rows([("new", 4100.0, 5.0)]))
     assert p.table.row_of("new") == old_row
-    assert p.normalizer.state["count"][old_row] == 1  # fresh state, not the evicted stream's
+    assert p.stages.normalizer.state["count"][old_row] == 1  # fresh state, not the evicted stream's
 
 
 def test_capacity_grows_without_disturbing_existing_streams():
@@ -280,12 +280,12 @@ def test_anomalous_values_do_not_update_the_normalizer():
     data = series(1, 300, seed=1)
     feed(p, data, batch_size=50)
     row = p.table.row_of("s0")
-    mean_before = p.normalizer.state["mean"][row].copy()
-    count_before = int(p.normalizer.state["count"][row])
+    mean_before = p.stages.normalizer.state["mean"][row].copy()
+    count_before = int(p.stages.normalizer.state["count"][row])
     r = p.step(ObservationBatch.from_rows([("s0", 300 * 60.0, 1e6)]))
     assert r.scores.score[0] > 0.99
-    assert int(p.normalizer.state["count"][row]) == count_before
-    np.testing.assert_array_equal(p.normalizer.state["mean"][row], mean_before)
+    assert int(p.stages.normalizer.state["count"][row]) == count_before
+    np.testing.assert_array_equal(p.stages.normalizer.state["mean"][row], mean_before)
 
 
 def test_persistent_new_level_is_learned_after_relearn_after_values():
@@ -331,7 +331,7 @@ def test_history_windows_are_the_last_values_as_model_inputs():
     many, flags, ts = p.history_windows(table_rows, 50)
     for i, (stream, (t, v)) in enumerate(data.items()):
         row = np.full(50, table_rows[i])
-        z = p.normalizer.transform(row, v[-50:, None].astype(np.float32).astype(np.float64))
+        z = p.stages.normalizer.transform(row, v[-50:, None].astype(np.float32).astype(np.float64))
         expected = p.config.features.build(z, t[-50:])
         np.testing.assert_array_equal(ts[i], t[-50:])
         np.testing.assert_array_equal(many[i], expected)
@@ -363,19 +363,19 @@ def test_score_channels_and_combiner_share_one_seasonal_store():
     import dataclasses
 
     shared = Pipeline.build(_shipped_config())
-    assert shared.seasonal is not None
-    assert shared.channels.store is shared.seasonal and shared.combiner.store is shared.seasonal
-    assert not any(k.startswith(("ref", "per")) for k in shared.channels.state.names + shared.combiner.state.names)
+    assert shared.stages.seasonal is not None
+    assert shared.stages.channels.store is shared.stages.seasonal and shared.stages.combiner.store is shared.stages.seasonal
+    assert not any(k.startswith(("ref", "per")) for k in shared.stages.channels.state.names + shared.stages.combiner.state.names)
     # The combiner with another period: each stage keeps its own rings.
     config = _shipped_config()
     private = Pipeline.build(dataclasses.replace(config, combiner=dataclasses.replace(
         config.combiner, seasonal_bins=tuple(config.combiner.seasonal_bins) + (1,),
         seasonal_periods_s=tuple(config.combiner.seasonal_periods_s) + (1e9,))))
-    assert private.seasonal is None and private.channels.store is not private.combiner.store
+    assert private.stages.seasonal is None and private.stages.channels.store is not private.stages.combiner.store
     feed(shared, _daily(3, 3.0), batch_size=50)
     # the channels' daily residual is there after a day (the store is read, not empty)
     rows = np.array([shared.table.row_of(f"d{s}") for s in range(3)])
-    signed = shared.channels.seasonal_signed(rows, np.full(3, 3.5 * 86400.0), np.zeros(3))  # yesterday: day 2.5
+    signed = shared.stages.channels.seasonal_signed(rows, np.full(3, 3.5 * 86400.0), np.zeros(3))  # yesterday: day 2.5
     assert np.isfinite(signed[0]).all() and np.isnan(signed[1]).all()
 
 

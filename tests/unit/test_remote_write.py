@@ -533,7 +533,7 @@ def test_the_daemon_offers_its_scores_and_closes_the_sink(tmp_path):
     from streamrnn.runtime.daemon import Daemon
     from streamrnn.lifecycle.coldstart import build_pipeline_and_card
     from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
-    from streamrnn.checkpoint.store import DirectoryStore
+    from streamrnn.checkpoint.directory import DirectoryStore
 
     settings = load_settings(None, environ={"STREAMRNN_CHECKPOINT__DIRECTORY": str(tmp_path),
                                             "STREAMRNN_KAFKA__SCORES": "off"})

@@ -20,8 +20,10 @@ from streamrnn.detect.pipeline import Pipeline, PipelineConfig
 from streamrnn.core.records import ObservationBatch
 from streamrnn.lifecycle.hotswap import ModelLifecycle
 from streamrnn.config.settings import load_settings
-from streamrnn.checkpoint.store import DirectoryStore, PartitionSnapshot
-from streamrnn.runtime.trainer import Trainer, directory_partitions
+from streamrnn.checkpoint.directory import DirectoryStore
+from streamrnn.checkpoint.format import PartitionSnapshot
+from streamrnn.checkpoint.directory import directory_partitions
+from streamrnn.runtime.trainer import Trainer
 from streamrnn.lifecycle.drift import RetrainSchedule
 from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, TrainingData, collect
 from streamrnn.training.trainer import TrainConfig, train

@@ -36,7 +36,7 @@ def run(x: np.ndarray, stream: str = "pump-1", batch: int = 256):
     settings = load_settings(None, environ={"STREAMRNN_FEATURES__N_VALUES": "8",
                                             "STREAMRNN_FEATURES__TARGETS": "[0, 1, 2, 3, 4, 5, 6, 7]"})
     pipeline = Pipeline.build(PipelineConfig.from_settings(settings))
-    assert pipeline.state_channel is not None
+    assert pipeline.stages.state_channel is not None
     events = []
     for start in range(0, len(x), batch):
         rows = [(stream, T0 + i, x[i]) for i in range(start, min(start + batch, len(x)))]
@@ -63,7 +63,7 @@ def test_a_machine_with_normal_noise_opens_no_event_in_10000_values():
 
 def test_a_univariate_stream_has_no_state_channel():
     pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
-    assert pipeline.state_channel is None and pipeline.state_events is None
+    assert pipeline.stages.state_channel is None and pipeline.stages.state_events is None
 
 
 def test_watch_shows_the_values_that_moved():

@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 
-from bench.nab_lab import evaluate, load, logscore
+from bench.corpora import load
+from bench.labs.nab_lab import evaluate, logscore
 
 DAY = 86400.0
 

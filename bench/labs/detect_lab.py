@@ -1,6 +1,6 @@
 """Lab, round 3: the real Pipeline (persistence forecaster, so no training) on the NAB subset and on simulated streams.
 
-    PYTHONPATH=$PWD python bench/detect_lab.py [--nab] [--sim] [--seeds 0 1 2] [-c configs/default.toml]
+    PYTHONPATH=$PWD python bench/labs/detect_lab.py [--nab] [--sim] [--seeds 0 1 2] [-c configs/default.toml]
 
 Settings come from the config file and STREAMRNN_* environment overrides, exactly as for `streamrnn replay`; every
 stream of a corpus runs in one pipeline (batches of the i-th value of each file), so a corpus takes seconds. Prints
@@ -17,45 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.tools.evaluate import AnomalyTruth, SeriesData, evaluate_series, kind_metrics
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig
-from streamrnn.core.records import ObservationBatch
+from streamrnn.tools.evaluate import evaluate_series
+from streamrnn.tools.evaluation.nab import SeriesData
+from streamrnn.tools.evaluation.windows import AnomalyTruth, kind_metrics
 from streamrnn.config.settings import load_settings
 from streamrnn.tools.simulate import SimulationConfig, generate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.nab_lab import load  # noqa: E402
-
-
-def run_corpus(settings, series, config=None):
-    """series: list of (key, ts, values). Returns {key: scores}, {key: ([m,2], kinds)}. ``config``: a PipelineConfig
-    to use instead of the one the settings give (ablations of switches that are not settings)."""
-    pipeline = Pipeline.build(config or PipelineConfig.from_settings(settings))
-    n = max(len(ts) for _k, ts, _v in series)
-    keys = np.array([k for k, _t, _v in series], dtype=object)
-    scores = {k: np.zeros(len(ts)) for k, ts, _v in series}
-    pos = {k: 0 for k in scores}
-    events = []
-    for i in range(n):
-        have = [j for j, (_k, ts, _v) in enumerate(series) if i < len(ts)]
-        batch = ObservationBatch(stream=keys[have], ts=np.array([series[j][1][i] for j in have]),
-                                 values=np.array([np.atleast_1d(series[j][2][i]) for j in have]))
-        res = pipeline.step(batch)
-        for s, sc in zip(res.scores.stream.tolist(), res.scores.score.tolist()):
-            scores[s][pos[s]] = sc
-            pos[s] += 1
-        events.extend(res.events)
-    events.extend(pipeline.close_all())
-    merged = {}
-    for e in events:
-        cur = merged.setdefault(e.event_id, [e.stream, e.start, e.end, e.kind])
-        cur[1], cur[2], cur[3] = min(cur[1], e.start), max(cur[2], e.end), e.kind
-    by = {k: ([], []) for k in scores}
-    for stream, a, b, kind in merged.values():
-        by[stream][0].append((a, b))
-        by[stream][1].append(kind)
-    ev = {k: (np.array(v[0], dtype=float).reshape(-1, 2), v[1]) for k, v in by.items()}
-    return {k: s[:pos[k]] for k, s in scores.items()}, ev
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.corpora import load, run_corpus  # noqa: E402
 
 
 def nab(settings):

@@ -1,35 +1,4 @@
-"""Per-partition snapshots of the detector's state with the next input offset, stored durably and atomically.
-
-Owns: the snapshot byte format (:func:`encode_snapshot` / :func:`decode_snapshot`) and the two stores,
-:class:`DirectoryStore` (local files, one instance) and :class:`KafkaChangelogStore` (a compacted changelog topic,
-so any member of a consumer group can restore any partition). Must not touch: the pipeline (its state arrives as the
-plain dict of :meth:`streamrnn.detect.pipeline.Pipeline.snapshot`), input offsets or commits (the daemon decides when to
-snapshot and commits only after :meth:`CheckpointStore.save` returned).
-
-Snapshot format (version 1), little-endian, never pickle::
-
-    0   8 bytes   magic b"SRNNSNAP"
-    8   u32       format version (1)
-    12  u32       header length H
-    16  32 bytes  sha256 of the header
-    48  H bytes   header: JSON (ASCII) - topic, partition, next_offset, created, "state" (the state dict with its
-                  arrays left out), "arrays" (for each array: its key path in the state, dtype, shape, offset and
-                  length in the payload), payload length and the payload's sha256
-    ... zero padding to a multiple of 64, then the payload: every array's raw C-order bytes, each starting at a
-        multiple of 64 (so the decoded arrays are aligned)
-
-Only numeric and bool dtypes are accepted (``b i u f c`` kinds), and dict keys must be strings; everything else in
-the state must be plain JSON (the stream ids, the model version). Decoding checks the magic, the version, both
-digests and every bound before building anything; any mismatch raises :class:`CheckpointError`. The decoded arrays
-are zero-copy views into the buffer passed to :func:`decode_snapshot`: writable when it is a ``bytearray`` (as the
-stores pass), read-only for ``bytes``. Encoding never copies the arrays into one buffer when writing a file or a
-changelog: the stores stream the header and the arrays' memory directly, so a 270 MB state (10,000 streams) is held
-once, plus one chunk.
-
-DirectoryStore: ``<directory>/<namespace>/<topic>/<partition>.snapshot``. A save writes a temporary file in the same
-directory, fsyncs it, ``os.replace``-s it over the old file and fsyncs the directory, so a crash at any point
-leaves either the old or the new snapshot (plus at most a ``.*.tmp`` file, removed by the next save of that
-partition and never read).
+"""Snapshots in a compacted Kafka topic, so any member of a consumer group can restore any partition.
 
 KafkaChangelogStore design (a compacted topic; a snapshot may exceed Kafka's 1 MB message limit):
 
@@ -57,17 +26,6 @@ KafkaChangelogStore design (a compacted topic; a snapshot may exceed Kafka's 1 M
   partition's slot is forgotten and read again next time (the manifest may or may not have been written).
 * Assumed: one writer per partition at a time (the consumer group's assignment). The daemon loads a partition when
   it is assigned, which also refreshes the remembered slot; :meth:`KafkaChangelogStore.forget` drops it on revoke.
-
->>> import numpy as np
->>> state = {"streams": ["s1"], "model_version": "v1", "stages": {"table": {"count": np.array([3])}}}
->>> snap = PartitionSnapshot("sensors", 2, next_offset=17, state=state, created=1.5)
->>> back = decode_snapshot(encode_snapshot(snap))
->>> back.topic, back.partition, back.next_offset, back.state["streams"], back.state["stages"]["table"]["count"]
-('sensors', 2, 17, ['s1'], array([3]))
->>> decode_snapshot(b"nonsense")
-Traceback (most recent call last):
-...
-streamrnn.checkpoint.store.CheckpointError: truncated snapshot: 8 bytes, shorter than the 48-byte preamble
 """
 
 from __future__ import annotations
@@ -75,29 +33,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import struct
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
-import numpy as np
-
+from streamrnn.checkpoint.format import CheckpointError, PartitionSnapshot, decode_snapshot, encode_parts, iter_chunks
 from streamrnn.config.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MAGIC = b"SRNNSNAP"
-_PREAMBLE = struct.Struct("<8sII32s")  # magic, version, header length, sha256(header)
-_ALIGN = 64
-_ARRAY_KINDS = frozenset("biufc")
-_MAX_HEADER = 1 << 31
-_SUFFIX = ".snapshot"
 _SLOTS = ("a", "b")
 _MAX_CHUNKS = 1_000_000  # the key holds 6 digits
 MANIFEST_VERSION = 1
@@ -111,326 +57,6 @@ CHANGELOG_TOPIC_CONFIGS = {
     "min.cleanable.dirty.ratio": "0.25",
     "delete.retention.ms": str(24 * 3600 * 1000),
 }
-
-
-class CheckpointError(Exception):
-    """A snapshot that cannot be decoded: corrupt, truncated, of an unknown format version, or inconsistent."""
-
-
-@dataclass(frozen=True, eq=False)
-class PartitionSnapshot:
-    """The state of the streams of one input partition, and the offset of the first input record not in it."""
-
-    topic: str
-    partition: int
-    next_offset: int
-    state: dict = field(repr=False)
-    created: float  # wall-clock epoch seconds
-
-
-@runtime_checkable
-class CheckpointStore(Protocol):
-    def save(self, snapshots: Sequence[PartitionSnapshot]) -> None:
-        """Store the snapshots; each partition's is durable and replaced atomically when this returns. Raises on
-        failure (the previous snapshot of a partition whose save failed stays loadable)."""
-
-    def load(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PartitionSnapshot]:
-        """The latest snapshot of each ``(topic, partition)``; missing and corrupt ones (logged) are absent."""
-
-    def close(self) -> None: ...
-
-
-# -- the byte format ---------------------------------------------------------------------------------------------
-
-def _pad(n: int) -> int:
-    return -n % _ALIGN
-
-
-def _flatten(state: Any) -> tuple[Any, list[tuple[list[str], np.ndarray]]]:
-    """Split ``state`` into a JSON tree without the arrays and a list of ``(key path, array)``."""
-    arrays: list[tuple[list[str], np.ndarray]] = []
-
-    def json_value(value: Any, where: str) -> Any:
-        if value is None or isinstance(value, (str, bool, int, float)):
-            return value
-        if isinstance(value, np.generic) and value.dtype.kind in _ARRAY_KINDS:
-            return value.item()
-        if isinstance(value, (list, tuple)):
-            return [json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        raise TypeError(f"snapshot state {where}: unsupported {type(value).__name__} (arrays only directly in dicts)")
-
-    def walk(node: dict, path: list[str]) -> dict:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if not isinstance(key, str):
-                raise TypeError(f"snapshot state {'/'.join(path) or '(top)'}: key {key!r} is not a string")
-            here = [*path, key]
-            if isinstance(value, dict):
-                out[key] = walk(value, here)
-            elif isinstance(value, np.ndarray):
-                if value.dtype.kind not in _ARRAY_KINDS:
-                    raise TypeError(f"snapshot state {'/'.join(here)}: dtype {value.dtype} is not numeric or bool")
-                arrays.append((here, value))
-            else:
-                out[key] = json_value(value, "/".join(here))
-        return out
-
-    if not isinstance(state, dict):
-        raise TypeError(f"snapshot state must be a dict, not {type(state).__name__}")
-    return walk(state, []), arrays
-
-
-def _encode_parts(snap: PartitionSnapshot) -> tuple[list[Any], int]:
-    """The encoded snapshot as a list of buffers (header bytes and the arrays' own memory) and its total length."""
-    if not isinstance(snap.topic, str) or not isinstance(snap.partition, int) or snap.partition < 0:
-        raise ValueError(f"bad topic/partition {snap.topic!r}/{snap.partition!r}")
-    if not isinstance(snap.next_offset, int) or snap.next_offset < 0:
-        raise ValueError(f"bad next_offset {snap.next_offset!r}")
-    tree, arrays = _flatten(snap.state)
-    payload: list[Any] = []
-    entries = []
-    digest = hashlib.sha256()
-    offset = 0
-    for path, array in arrays:
-        flat = np.ascontiguousarray(array).reshape(-1)  # no copy for the C-contiguous arrays snapshot() returns
-        data = memoryview(flat.view(np.uint8))
-        pad = _pad(offset)
-        if pad:
-            payload.append(bytes(pad))
-            digest.update(bytes(pad))
-            offset += pad
-        entries.append({"path": path, "dtype": array.dtype.str, "shape": list(array.shape),
-                        "offset": offset, "nbytes": data.nbytes})
-        if data.nbytes:
-            payload.append(data)
-            digest.update(data)
-        offset += data.nbytes
-    header = {
-        "topic": snap.topic,
-        "partition": snap.partition,
-        "next_offset": snap.next_offset,
-        "created": float(snap.created),
-        "state": tree,
-        "arrays": entries,
-        "payload_bytes": offset,
-        "payload_sha256": digest.hexdigest(),
-    }
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("ascii")
-    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes), hashlib.sha256(header_bytes).digest())
-    head_len = _PREAMBLE.size + len(header_bytes)
-    parts = [preamble, header_bytes, bytes(_pad(head_len)), *payload]
-    return parts, head_len + _pad(head_len) + offset
-
-
-def encode_snapshot(snap: PartitionSnapshot) -> bytes:
-    """The snapshot in the format described in the module docstring (one copy of the arrays, into the result)."""
-    parts, _total = _encode_parts(snap)
-    return b"".join(parts)
-
-
-def decode_snapshot(data: bytes | bytearray | memoryview) -> PartitionSnapshot:
-    """Parse and verify an encoded snapshot; raises :class:`CheckpointError` on any corruption or truncation.
-
-    The arrays are views into ``data`` (no copy): writable when ``data`` is writable (a bytearray)."""
-    try:
-        return _decode(data)
-    except CheckpointError:
-        raise
-    except Exception as error:  # anything the checks below did not foresee is still corruption
-        raise CheckpointError(f"corrupt snapshot: {type(error).__name__}: {error}") from error
-
-
-def _decode(data: bytes | bytearray | memoryview) -> PartitionSnapshot:
-    view = memoryview(data)
-    if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        view = view.cast("B")
-    size = view.nbytes
-    if size < _PREAMBLE.size:
-        raise CheckpointError(f"truncated snapshot: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
-    magic, version, header_len, header_digest = _PREAMBLE.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise CheckpointError(f"not a streamrnn snapshot (magic {bytes(magic)!r})")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"unknown snapshot format version {version} (this build reads {FORMAT_VERSION})")
-    head_end = _PREAMBLE.size + header_len
-    if header_len > _MAX_HEADER or head_end > size:
-        raise CheckpointError(f"truncated snapshot: {size} bytes, header needs {head_end}")
-    header_bytes = view[_PREAMBLE.size:head_end]
-    if hashlib.sha256(header_bytes).digest() != header_digest:
-        raise CheckpointError("corrupt snapshot: header checksum mismatch")
-    header = json.loads(bytes(header_bytes))
-    payload_start = head_end + _pad(head_end)
-    if any(view[head_end:min(payload_start, size)]):
-        raise CheckpointError("corrupt snapshot: non-zero padding after the header")
-    payload_bytes = header["payload_bytes"]
-    if not isinstance(payload_bytes, int) or payload_start + payload_bytes != size:
-        raise CheckpointError(
-            f"truncated or padded snapshot: {size} bytes, expected {payload_start} + {payload_bytes}")
-    payload = view[payload_start:]
-    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
-        raise CheckpointError("corrupt snapshot: payload checksum mismatch")
-    state = header["state"]
-    if not isinstance(state, dict):
-        raise CheckpointError("corrupt snapshot: state is not an object")
-    for entry in header["arrays"]:
-        dtype = np.dtype(entry["dtype"])
-        if dtype.kind not in _ARRAY_KINDS or dtype.hasobject or dtype.fields is not None:
-            raise CheckpointError(f"corrupt snapshot: dtype {entry['dtype']!r} not allowed")
-        shape = tuple(int(n) for n in entry["shape"])
-        if any(n < 0 for n in shape):
-            raise CheckpointError(f"corrupt snapshot: negative shape {shape}")
-        count = int(np.prod(shape, dtype=np.int64))
-        offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
-        if nbytes != count * dtype.itemsize or offset < 0 or offset + nbytes > payload_bytes:
-            raise CheckpointError(f"corrupt snapshot: array {'/'.join(entry['path'])} out of bounds")
-        if count:
-            array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
-        else:
-            array = np.empty(shape, dtype=dtype)
-        path = entry["path"]
-        if not path or not all(isinstance(p, str) for p in path):
-            raise CheckpointError("corrupt snapshot: bad array path")
-        node = state
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise CheckpointError(f"corrupt snapshot: array path {'/'.join(path)} crosses a value")
-        if path[-1] in node:
-            raise CheckpointError(f"corrupt snapshot: array path {'/'.join(path)} given twice")
-        node[path[-1]] = array
-    topic, partition, next_offset = header["topic"], header["partition"], header["next_offset"]
-    if not isinstance(topic, str) or not isinstance(partition, int) or not isinstance(next_offset, int):
-        raise CheckpointError("corrupt snapshot: bad topic/partition/next_offset")
-    return PartitionSnapshot(topic, partition, next_offset, state, float(header["created"]))
-
-
-def _iter_chunks(parts: Iterable[Any], size: int) -> Iterator[memoryview | bytes]:
-    """Cut a sequence of buffers into pieces of ``size`` bytes (the last may be shorter), copying only pieces that
-    span two buffers."""
-    pending = bytearray()
-    for part in parts:
-        view = memoryview(part)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        pos, n = 0, view.nbytes
-        if pending:
-            take = min(size - len(pending), n)
-            pending += view[:take]
-            pos = take
-            if len(pending) == size:
-                yield bytes(pending)
-                pending = bytearray()
-        while n - pos >= size:
-            yield view[pos:pos + size]
-            pos += size
-        if pos < n:
-            pending += view[pos:]
-    if pending:
-        yield bytes(pending)
-
-
-# -- local directory ---------------------------------------------------------------------------------------------
-
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name or "\\" in name:
-        raise ValueError(f"{kind} {name!r} cannot be used as a directory name")
-    return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class DirectoryStore:
-    """Snapshots as files ``<directory>/<namespace>/<topic>/<partition>.snapshot`` (one instance per namespace)."""
-
-    def __init__(self, directory: Path | str, namespace: str) -> None:
-        self.directory = Path(directory)
-        self.namespace = _check_name("namespace", namespace)
-
-    def path(self, topic: str, partition: int) -> Path:
-        return self.directory / self.namespace / _check_name("topic", topic) / f"{int(partition)}{_SUFFIX}"
-
-    def save(self, snapshots: Sequence[PartitionSnapshot]) -> None:
-        for snap in snapshots:
-            self._save_one(snap)
-
-    def _save_one(self, snap: PartitionSnapshot) -> None:
-        final = self.path(snap.topic, snap.partition)
-        parts, _total = _encode_parts(snap)
-        folder = final.parent
-        if not folder.is_dir():
-            self._make_dirs(folder)
-        tmp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "xb") as out:
-                for part in parts:
-                    out.write(part)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_dir(folder)
-        for stale in folder.glob(f".{final.name}.*.tmp"):  # left by a crash; never read
-            try:
-                stale.unlink()
-            except FileNotFoundError:
-                pass
-
-    def _make_dirs(self, folder: Path) -> None:
-        missing = []
-        node = folder
-        while not node.is_dir():
-            missing.append(node)
-            node = node.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        for created in reversed(missing):  # make the new directory entries themselves durable
-            _fsync_dir(created.parent)
-
-    def load(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PartitionSnapshot]:
-        result: dict[tuple[str, int], PartitionSnapshot] = {}
-        for topic, partition in partitions:
-            path = self.path(topic, partition)
-            try:
-                with open(path, "rb", buffering=0) as f:
-                    size = os.fstat(f.fileno()).st_size
-                    buffer = bytearray(size)
-                    view, pos = memoryview(buffer), 0
-                    while pos < size:
-                        n = f.readinto(view[pos:])
-                        if not n:
-                            break
-                        pos += n
-                    view.release()
-            except FileNotFoundError:
-                continue
-            try:
-                if pos != size:
-                    raise CheckpointError(f"file shrank while reading ({pos} of {size} bytes)")
-                snap = decode_snapshot(buffer)
-                if (snap.topic, snap.partition) != (topic, int(partition)):
-                    raise CheckpointError(f"file holds {snap.topic}/{snap.partition}")
-            except CheckpointError as error:
-                log.error("unusable snapshot ignored", extra={"fields": {
-                    "path": str(path), "topic": topic, "partition": partition, "error": str(error)}})
-                continue
-            result[(topic, int(partition))] = snap
-        return result
-
-    def close(self) -> None:
-        pass
-
-
-# -- Kafka changelog ---------------------------------------------------------------------------------------------
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -555,13 +181,13 @@ class KafkaChangelogStore:
                 slot = "b" if self._slot.get(key) == "a" else "a"
                 cp = self.changelog_partition(snap.partition)
                 counts = self._counts.setdefault(key, {s: 0 for s in _SLOTS})
-                parts, total = _encode_parts(snap)
+                parts, total = encode_parts(snap)
                 n_chunks = -(-total // self.chunk_bytes)
                 if n_chunks >= _MAX_CHUNKS:
                     raise ValueError(f"snapshot of {total} bytes needs {n_chunks} chunks; raise chunk_bytes")
                 counts[slot] = max(counts[slot], n_chunks)  # written keys, even if this save fails half-way
                 digest = hashlib.sha256()
-                for i, chunk in enumerate(_iter_chunks(parts, self.chunk_bytes)):
+                for i, chunk in enumerate(iter_chunks(parts, self.chunk_bytes)):
                     digest.update(chunk)
                     value = zlib.compress(chunk, 1) if self.compress else bytes(chunk)
                     futures.append(producer.send(self.topic, key=self.chunk_key(*key, slot, i), value=value,

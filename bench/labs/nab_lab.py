@@ -7,23 +7,14 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from streamrnn.ingest.files import find_csv_files, read_series_file, read_windows
-from streamrnn.tools.evaluate import SeriesData, evaluate_series
+from streamrnn.tools.evaluate import evaluate_series
+from streamrnn.tools.evaluation.nab import SeriesData
 
-NAB = Path(__file__).resolve().parents[1].parent / "shared" / "nab-dev"
+from bench.corpora import load
 
-
-def load(nab: Path = NAB):
-    files = [read_series_file(p, k) for p, k in find_csv_files(nab / "data")]
-    for f in files:  # time order (the replay rejects the few out-of-order rows; evaluate sorts them)
-        o = np.argsort(f.ts, kind="stable")
-        f.ts, f.values = f.ts[o], f.values[o]
-    windows = read_windows(nab / "labels" / "combined_windows.json")
-    return files, windows
 
 
 def evaluate(files, windows, scores):

@@ -1,6 +1,6 @@
 """Lab: the forecast combiner alone (network input = the naive forecast) on every NAB file at once, MAE vs naive.
 
-    PYTHONPATH=$PWD python bench/forecast_lab.py [--inputs network seasonal ...] [--half-life 500] ...
+    PYTHONPATH=$PWD python bench/labs/forecast_lab.py [--inputs network seasonal ...] [--half-life 500] ...
 
 Batches of the i-th value of each file; the combiner is stepped exactly as the pipeline does (persistence network).
 Skips the first --skip values of each file in the MAE (the pipeline's warm-up). For iteration only: the real
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.nab_lab import load  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.corpora import load  # noqa: E402
 from streamrnn.detect.combiner import INPUTS, CombinerConfig, ForecastCombiner  # noqa: E402
 
 

@@ -1,8 +1,8 @@
 """Ablation of the detection ingredients: the default configuration with one ingredient removed or changed per row.
 
-    PYTHONPATH=$PWD python bench/ablation.py [--sim] [--only NAME ...] [-c configs/default.toml]
+    PYTHONPATH=$PWD python bench/labs/ablation.py [--sim] [--only NAME ...] [-c configs/default.toml]
 
-Each row runs `bench/detect_lab.py` (the real Pipeline, persistence forecaster, all 18 NAB files; with --sim also
+Each row runs `bench/labs/detect_lab.py` (the real Pipeline, persistence forecaster, all 18 NAB files; with --sim also
 3 x 50 simulated streams) in a subprocess with the row's STREAMRNN_* overrides on top of the config file, and prints
 a markdown table: NAB standard / low-FP / low-FN, the change of standard against the first row, and with --sim the
 per-kind event precision / recall. Rows are independent runs, so the table can be produced piecewise with --only.
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # (name, what it shows, overrides). The first row is the reference.
 VARIANTS: list[tuple[str, str, dict[str, str]]] = [
@@ -47,7 +47,7 @@ SIM_KIND = re.compile(r"(\w+) R ([\d.]+) \(same ([\d.]+)\) P ([\w.]+) \[(\d+)\]"
 
 def run(overrides: dict[str, str], config: str, sim: bool) -> tuple[list[float], dict[str, tuple[str, ...]]]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), **overrides)
-    cmd = [sys.executable, str(ROOT / "bench" / "detect_lab.py"), "-c", config]
+    cmd = [sys.executable, str(ROOT / "bench" / "labs" / "detect_lab.py"), "-c", config]
     if not sim:
         cmd.append("--nab")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout

@@ -1,6 +1,6 @@
-"""Ablation of the event layer (issue 6, round 3): bench/detect_lab.py's corpora with one ingredient changed.
+"""Ablation of the event layer (issue 6, round 3): bench/labs/detect_lab.py's corpora with one ingredient changed.
 
-    PYTHONPATH=$PWD python bench/events_ablation.py [--nab] [--seeds 0 1 2] [VARIANT ...]
+    PYTHONPATH=$PWD python bench/labs/events_ablation.py [--nab] [--seeds 0 1 2] [VARIANT ...]
 
 Variants patch the EvidenceConfig / FlatlineDetector the Pipeline builds (nothing here changes the per-value score,
 so NAB scores are those of the default in every row; with --nab the NAB event counts per kind are printed).
@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import streamrnn.detect.pipeline as pl  # noqa: E402
-from bench import detect_lab  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import streamrnn.detect.stages as pl  # noqa: E402
+from bench.labs import detect_lab  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
 
 EVIDENCE = {
