@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.core.records import ObservationBatch
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.detect.pipeline import Pipeline
 from streamrnn.ingest.files import find_csv_files, read_series_file, read_windows
+from streamrnn.configure import pipeline_config
 
 NAB = Path(__file__).resolve().parents[1].parent / "shared" / "nab-dev"
 
@@ -29,7 +30,7 @@ def load(nab: Path = NAB):
 def run_corpus(settings, series, config=None):
     """series: list of (key, ts, values). Returns {key: scores}, {key: ([m,2], kinds)}. ``config``: a PipelineConfig
     to use instead of the one the settings give (ablations of switches that are not settings)."""
-    pipeline = Pipeline.build(config or PipelineConfig.from_settings(settings))
+    pipeline = Pipeline.build(config or pipeline_config(settings))
     n = max(len(ts) for _k, ts, _v in series)
     keys = np.array([k for k, _t, _v in series], dtype=object)
     scores = {k: np.zeros(len(ts)) for k, ts, _v in series}

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from replay_throughput import make_ticks  # noqa: E402
 
 from streamrnn.lifecycle.coldstart import load_model  # noqa: E402
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from streamrnn.detect.pipeline import Pipeline  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
+from streamrnn.configure import pipeline_config  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = load_settings(None, environ={})
-    config = PipelineConfig.from_settings(settings)
+    config = pipeline_config(settings)
     net, version = load_model(None, config.features, config.targets, config.horizon)
     pipeline = Pipeline(config, net, version)
     tick_s = []

@@ -31,9 +31,10 @@ from bench.corpora import load  # noqa: E402
 from streamrnn.tools.evaluation.alarms import category_of, overlaps  # noqa: E402
 from streamrnn.ingest.files import find_csv_files, read_series_file  # noqa: E402
 from streamrnn.tools.evaluation.readers import windows_from_labels  # noqa: E402
-from streamrnn.detect.pipeline import PipelineConfig  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
-from streamrnn.tools.simulate import SimulationConfig, generate  # noqa: E402
+from streamrnn.tools.simulation.generate import generate  # noqa: E402
+from streamrnn.tools.simulation.spec import SimulationConfig  # noqa: E402
+from streamrnn.configure import pipeline_config  # noqa: E402
 
 SKAB = ROOT.parent / "shared" / "skab-dev" / "valve1"
 DAY = 86400.0
@@ -122,7 +123,7 @@ def sim_series(seed: int):
 
 
 def run_candidate(settings, changes, corpora) -> dict[str, Counts]:
-    base = dataclasses.replace(PipelineConfig.from_settings(settings), **changes)
+    base = dataclasses.replace(pipeline_config(settings), **changes)
     folds: dict[str, Counts] = {}
     for name, series, windows in corpora:
         config = base
@@ -146,7 +147,7 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     args = ap.parse_args()
     settings = load_settings(args.config, environ={})
-    shipped = PipelineConfig.from_settings(settings)
+    shipped = pipeline_config(settings)
     shipped_name = next((n for n, ch in CANDIDATES.items() if n != "before" and all(
         getattr(shipped, k) == v for k, v in ch.items())), None)
     corpora = [("nab", *nab_series()), ("skab", *skab_series())]

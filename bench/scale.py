@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from streamrnn.configure import pipeline_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def run_one(n_streams: int, ticks: int, history_size: int) -> dict:
     import torch
 
     from streamrnn.lifecycle.coldstart import load_model
-    from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+    from streamrnn.detect.pipeline import Pipeline
     from streamrnn.core.records import ObservationBatch
     from streamrnn.config.settings import load_settings
     from streamrnn.checkpoint.directory import DirectoryStore
@@ -73,7 +74,7 @@ def run_one(n_streams: int, ticks: int, history_size: int) -> dict:
     torch.set_num_threads(1)
     settings = load_settings(None, environ={"STREAMRNN_STATE__HISTORY_SIZE": str(history_size),
                                             "STREAMRNN_STATE__MAX_STREAMS": "0"})
-    config = PipelineConfig.from_settings(settings)
+    config = pipeline_config(settings)
     net, version = load_model(None, config.features, config.targets, config.horizon)
     rng = np.random.default_rng(0)
     ids = np.array([f"sensor-{i:07d}" for i in range(n_streams)], dtype=object)

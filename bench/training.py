@@ -19,10 +19,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
 from streamrnn.model.features import FeatureBuilder
 from streamrnn.config.settings import load_settings
 from streamrnn.training.trainer import train
+from streamrnn.configure import train_config, network_config
 
 
 def history(n_streams: int, length: int, features: FeatureBuilder, seed: int = 0) -> list[np.ndarray]:
@@ -50,7 +50,7 @@ def main() -> None:
     features = FeatureBuilder(n_values=1, time_of_day=settings.features.time_of_day,
                               day_of_week=settings.features.day_of_week, clip=settings.features.clip)
     net_config = network_config(settings, features)
-    base = train_config_from_settings(settings)
+    base = train_config(settings)
     series = history(args.streams, args.length, features)
     print(f"{args.streams} streams x {args.length} values; window {base.window}, stride {base.stride}, "
           f"{net_config.cell} hidden {net_config.hidden_size}; {args.epochs} epochs each; torch {torch.__version__}")

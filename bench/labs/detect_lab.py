@@ -21,7 +21,8 @@ from streamrnn.tools.evaluate import evaluate_series
 from streamrnn.tools.evaluation.nab import SeriesData
 from streamrnn.tools.evaluation.windows import AnomalyTruth, kind_metrics
 from streamrnn.config.settings import load_settings
-from streamrnn.tools.simulate import SimulationConfig, generate
+from streamrnn.tools.simulation.generate import generate
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.corpora import load, run_corpus  # noqa: E402

@@ -36,17 +36,15 @@ import logging
 import re
 import time
 import zlib
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from streamrnn.checkpoint.format import CheckpointError, PartitionSnapshot, decode_snapshot, encode_parts, iter_chunks
+from streamrnn.checkpoint.changelog_scan import MANIFEST_VERSION, SLOTS, Scanned, take_record, verify_slot
+from streamrnn.checkpoint.format import CheckpointError, PartitionSnapshot, encode_parts, iter_chunks
 from streamrnn.config.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-_SLOTS = ("a", "b")
 _MAX_CHUNKS = 1_000_000  # the key holds 6 digits
-MANIFEST_VERSION = 1
 # Configs of a changelog topic created by the store. Compacted; segments roll at 64 MB or after an hour so that
 # superseded chunks of quiet partitions become cleanable; cleaning starts when a quarter of the log is superseded
 # (each save supersedes one slot, i.e. half of what a partition keeps).
@@ -59,19 +57,6 @@ CHANGELOG_TOPIC_CONFIGS = {
 }
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-@dataclass
-class _Scanned:
-    """What a changelog read found for one partition's keys (latest value per key)."""
-
-    manifest: tuple[int, bytes] | None = None  # (offset, value) of the newest manifest
-    by_slot: dict[str, tuple[int, dict]] = field(default_factory=dict)  # newest manifest naming each slot
-    chunks: dict[tuple[str, int], bytes] = field(default_factory=dict)  # values, when read with chunks
-    present: dict[str, set[int]] = field(default_factory=lambda: {s: set() for s in _SLOTS})
-
-    def count(self, slot: str) -> int:
-        return max(self.present[slot], default=-1) + 1
 
 
 class KafkaChangelogStore:
@@ -116,27 +101,8 @@ class KafkaChangelogStore:
     # topic and clients
     def ensure_topic(self) -> None:
         """Create the changelog topic if missing (when ``kafka.create_topics``) and learn its partition count."""
-        if self._n_partitions is not None:
-            return
-        from kafka import KafkaAdminClient
-
-        from streamrnn.ingest.kafka_clients import admin_kwargs, ensure_topics
-
-        admin = KafkaAdminClient(**admin_kwargs(self._kafka))
-        try:
-            if self._kafka.create_topics:
-                configs = dict(CHANGELOG_TOPIC_CONFIGS)
-                # Room for a chunk that zlib could not shrink, plus record overhead.
-                configs["max.message.bytes"] = str(max(1024 * 1024 + 12, self.chunk_bytes + 64 * 1024))
-                spec = (self.topic, self._kafka.topic_partitions, self._kafka.topic_replication, configs)
-                if ensure_topics(admin, [spec]):
-                    admin.wait_for_topics([self.topic], timeout_ms=30_000)
-            described = [t for t in admin.describe_topics([self.topic]) if t.get("name") == self.topic]
-            if not described or described[0].get("error_code") or not described[0].get("partitions"):
-                raise RuntimeError(f"changelog topic {self.topic!r} does not exist (and kafka.create_topics is off)")
-            self._n_partitions = len(described[0]["partitions"])
-        finally:
-            admin.close()
+        if self._n_partitions is None:
+            self._n_partitions = changelog_partitions(self._kafka, self.topic, self.chunk_bytes)
 
     def _get_producer(self) -> Any:
         if self._producer is None:
@@ -180,7 +146,7 @@ class KafkaChangelogStore:
             for snap, key in zip(snapshots, keys):
                 slot = "b" if self._slot.get(key) == "a" else "a"
                 cp = self.changelog_partition(snap.partition)
-                counts = self._counts.setdefault(key, {s: 0 for s in _SLOTS})
+                counts = self._counts.setdefault(key, {s: 0 for s in SLOTS})
                 parts, total = encode_parts(snap)
                 n_chunks = -(-total // self.chunk_bytes)
                 if n_chunks >= _MAX_CHUNKS:
@@ -243,21 +209,21 @@ class KafkaChangelogStore:
                 self._slot[key] = slot
         return result
 
-    def _learn(self, scanned: dict[tuple[str, int], _Scanned]) -> None:
+    def _learn(self, scanned: dict[tuple[str, int], Scanned]) -> None:
         for key, found in scanned.items():
-            self._counts[key] = {s: found.count(s) for s in _SLOTS}
+            self._counts[key] = {s: found.count(s) for s in SLOTS}
             slot = None
             if found.manifest is not None:
                 try:
                     slot = json.loads(found.manifest[1])["slot"]
                 except Exception:  # unreadable manifest: treat both slots as possibly live below
                     slot = None
-            if slot in _SLOTS:
+            if slot in SLOTS:
                 self._slot[key] = slot
             else:
                 self._slot.pop(key, None)
 
-    def _scan(self, keys: Sequence[tuple[str, int]], with_chunks: bool) -> dict[tuple[str, int], _Scanned]:
+    def _scan(self, keys: Sequence[tuple[str, int]], with_chunks: bool) -> dict[tuple[str, int], Scanned]:
         """Read the needed changelog partitions from the beginning up to their current end; keep the latest value
         of each key of ``keys`` (chunk values only ``with_chunks``)."""
         from kafka import KafkaConsumer, TopicPartition
@@ -265,7 +231,7 @@ class KafkaChangelogStore:
         from streamrnn.ingest.kafka_clients import connection_kwargs
 
         wanted = {self._prefix(t, p).encode(): (t, p) for t, p in keys}
-        scanned = {key: _Scanned() for key in keys}
+        scanned = {key: Scanned() for key in keys}
         tps = sorted({TopicPartition(self.topic, self.changelog_partition(p)) for _t, p in keys})
         fetch = max(8 * 1024 * 1024, 2 * self.chunk_bytes + 64 * 1024)
         consumer = KafkaConsumer(**connection_kwargs(self._kafka, "changelog-reader"), group_id=None,
@@ -285,7 +251,7 @@ class KafkaChangelogStore:
                     for record in records:
                         if record.offset >= stop:
                             break
-                        self._take(record, wanted, scanned, with_chunks)
+                        take_record(record, wanted, scanned, with_chunks)
                 for tp in list(pending):
                     position = consumer.position(tp)
                     if position >= end[tp]:
@@ -306,49 +272,7 @@ class KafkaChangelogStore:
             consumer.close()
         return scanned
 
-    @staticmethod
-    def _take(record: Any, wanted: dict[bytes, tuple[str, int]], scanned: dict[tuple[str, int], _Scanned],
-              with_chunks: bool) -> None:
-        key = record.key
-        if not key:
-            return
-        if key.endswith(b"|manifest"):
-            target = wanted.get(key[:-9])
-            if target is None:
-                return
-            found = scanned[target]
-            if record.value is None:
-                found.manifest = None
-                found.by_slot.clear()
-                return
-            found.manifest = (record.offset, record.value)
-            try:
-                parsed = json.loads(record.value)
-                slot = parsed["slot"]
-            except Exception:
-                return
-            if slot in _SLOTS:
-                found.by_slot[slot] = (record.offset, parsed)
-            return
-        head, sep, index = key.rpartition(b"|")
-        prefix, sep2, slot_b = head.rpartition(b"|")
-        target = wanted.get(prefix) if sep and sep2 else None
-        if target is None:
-            return
-        slot = slot_b.decode("ascii", "replace")
-        if slot not in _SLOTS or not index.isdigit():
-            return
-        found = scanned[target]
-        i = int(index)
-        if record.value is None:
-            found.present[slot].discard(i)
-            found.chunks.pop((slot, i), None)
-        else:
-            found.present[slot].add(i)
-            if with_chunks:
-                found.chunks[(slot, i)] = record.value
-
-    def _assemble(self, key: tuple[str, int], found: _Scanned) -> tuple[PartitionSnapshot | None, str]:
+    def _assemble(self, key: tuple[str, int], found: Scanned) -> tuple[PartitionSnapshot | None, str]:
         """The newest verifiable snapshot: the newest manifest's slot, else the other slot's newest manifest."""
         assert found.manifest is not None
         offset, raw = found.manifest
@@ -363,7 +287,7 @@ class KafkaChangelogStore:
                 candidates.append((older_offset, parsed))
         for n, (_offset, manifest) in enumerate(candidates):
             try:
-                snap = self._verify(key, found, manifest)
+                snap = verify_slot(key, found, manifest)
             except CheckpointError as error:
                 log.error("unusable changelog snapshot ignored", extra={"fields": {
                     "changelog": self.topic, "namespace": self.namespace, "topic": key[0], "partition": key[1],
@@ -376,49 +300,24 @@ class KafkaChangelogStore:
             return snap, manifest["slot"]
         return None, ""
 
-    def _verify(self, key: tuple[str, int], found: _Scanned, manifest: Any) -> PartitionSnapshot:
-        try:
-            if not isinstance(manifest, dict):
-                raise ValueError("not an object")
-            version = manifest.get("version")
-            if version != MANIFEST_VERSION:
-                raise CheckpointError(f"unknown manifest version {version!r}")
-            slot, n_chunks, total = manifest["slot"], int(manifest["chunks"]), int(manifest["bytes"])
-            compression, sha = manifest["compression"], manifest["sha256"]
-            if slot not in _SLOTS or compression not in ("zlib", "none") or n_chunks < 0 or total < 0:
-                raise ValueError(f"bad slot/compression/sizes in manifest {manifest}")
-        except CheckpointError:
-            raise
-        except Exception as error:
-            raise CheckpointError(f"bad manifest: {error}") from error
-        buffer = bytearray(total)
-        pos = 0
-        digest = hashlib.sha256()
-        for i in range(n_chunks):
-            value = found.chunks.get((slot, i))
-            if value is None:
-                raise CheckpointError(f"slot {slot}: chunk {i} of {n_chunks} missing")
-            if compression == "zlib":
-                inflater = zlib.decompressobj()
-                try:
-                    piece = inflater.decompress(value, total - pos + 1)
-                except zlib.error as error:
-                    raise CheckpointError(f"slot {slot}: chunk {i}: {error}") from error
-                if not inflater.eof or inflater.unconsumed_tail:
-                    raise CheckpointError(f"slot {slot}: chunk {i} truncated or longer than the manifest says")
-            else:
-                piece = value
-            if pos + len(piece) > total:
-                raise CheckpointError(f"slot {slot}: chunks exceed the manifest's {total} bytes")
-            buffer[pos:pos + len(piece)] = piece
-            digest.update(piece)
-            pos += len(piece)
-        if pos != total:
-            raise CheckpointError(f"slot {slot}: {pos} bytes in chunks, manifest says {total}")
-        if digest.hexdigest() != sha:
-            raise CheckpointError(f"slot {slot}: sha256 mismatch (torn or overwritten slot)")
-        snap = decode_snapshot(buffer)
-        if (snap.topic, snap.partition) != key or snap.next_offset != manifest.get("next_offset"):
-            raise CheckpointError(f"slot {slot} holds {snap.topic}/{snap.partition}@{snap.next_offset}, "
-                                  f"manifest says {key[0]}/{key[1]}@{manifest.get('next_offset')}")
-        return snap
+
+def changelog_partitions(kafka: KafkaSettings, topic: str, chunk_bytes: int) -> int:
+    """The changelog topic's partition count, the topic created first if missing (when ``kafka.create_topics``)."""
+    from kafka import KafkaAdminClient
+
+    from streamrnn.ingest.kafka_clients import admin_kwargs, ensure_topics
+
+    admin = KafkaAdminClient(**admin_kwargs(kafka))
+    try:
+        if kafka.create_topics:
+            configs = dict(CHANGELOG_TOPIC_CONFIGS)
+            # Room for a chunk that zlib could not shrink, plus record overhead.
+            configs["max.message.bytes"] = str(max(1024 * 1024 + 12, chunk_bytes + 64 * 1024))
+            if ensure_topics(admin, [(topic, kafka.topic_partitions, kafka.topic_replication, configs)]):
+                admin.wait_for_topics([topic], timeout_ms=30_000)
+        described = [t for t in admin.describe_topics([topic]) if t.get("name") == topic]
+        if not described or described[0].get("error_code") or not described[0].get("partitions"):
+            raise RuntimeError(f"changelog topic {topic!r} does not exist (and kafka.create_topics is off)")
+        return len(described[0]["partitions"])
+    finally:
+        admin.close()

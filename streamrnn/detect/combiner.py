@@ -85,6 +85,19 @@ class CombinerConfig:
             raise ValueError("clip and max_gain must be > 0")
 
 
+def candidate_names(inputs: tuple[str, ...], n_periods: int) -> tuple[str, ...]:
+    """The candidates' names in the order of the regression's inputs: one seasonal (and seasonal difference) per period.
+
+    >>> candidate_names(("network", "seasonal", "level"), 2)
+    ('network', 'seasonal0', 'seasonal1', 'level')
+    """
+    use = set(inputs)
+    names = ["network"] if "network" in use else []
+    for k in range(n_periods):
+        names += [f"{name}{k}" for name in ("seasonal", "seasonal_diff") if name in use]
+    return tuple(names + [n for n in ("level", "last_diff", "median") if n in use])
+
+
 def _decay(half_life: float) -> float:
     return float(0.5 ** (1.0 / half_life))
 
@@ -105,19 +118,9 @@ class ForecastCombiner:
         self.horizon = int(horizon)
         self.periods = np.array(config.seasonal_periods_s, dtype=np.float64)
         self.bins = tuple(int(b) for b in config.seasonal_bins)
-        use = set(config.inputs)
-        names: list[str] = []
-        if "network" in use:
-            names.append("network")
-        for k in range(len(self.bins)):
-            if "seasonal" in use:
-                names.append(f"seasonal{k}")
-            if "seasonal_diff" in use:
-                names.append(f"seasonal_diff{k}")
-        names += [n for n in ("level", "last_diff", "median") if n in use]
-        self.names = tuple(names)
-        self.k = len(names)
-        self._net = names.index("network") if "network" in names else -1
+        self.names = candidate_names(config.inputs, len(self.bins))
+        self.k = len(self.names)
+        self._net = self.names.index("network") if "network" in self.names else -1
         self._lam = _decay(config.half_life)
         self._level_alpha = 1.0 - _decay(config.level_half_life)
         self._gate_alpha = 1.0 - _decay(config.gate_half_life) if config.gate_half_life > 0 else 0.0
@@ -195,7 +198,7 @@ class ForecastCombiner:
         R[:, :, :, j] = 0.0
         st["R"][rows] = R
         st["r"][rows, :, j] = 0.0
-        st["w"][rows] = self._solve(R, st["r"][rows], st["n"][rows])
+        st["w"][rows] = ridge_solve(R, st["r"][rows], st["n"][rows], self.config.prior_values)
 
     def rebase(self, rows: np.ndarray, slots: np.ndarray, net_forecast: np.ndarray) -> np.ndarray:
         """Replace the network's input of the pending forecasts in ``slots`` (a re-primed model forecast
@@ -206,7 +209,7 @@ class ForecastCombiner:
         if self._net >= 0:
             u[:, :, self._net] = np.where(np.isfinite(net_forecast), net_forecast - base, 0.0)
             st["pending_u"][rows, slots] = u
-        combined = self._combine(base, u, st["w"][rows])
+        combined = combine(base, u, st["w"][rows], self.config.max_gain)
         st["pending_c"][rows, slots] = combined
         return self._gated(rows, base, combined)
 
@@ -251,12 +254,12 @@ class ForecastCombiner:
             col += 1
         next_ts = ts + self.horizon * interval
         for k in range(len(self.bins)):
-            ref_next = self._reference(k, rows, next_ts)  # [m, T], NaN where not fresh
+            ref_next = self.store.reference(k, rows, next_ts)  # [m, T], NaN where not fresh
             if "seasonal" in cfg.inputs:
                 u[:, :, col] = np.where(np.isfinite(ref_next), ref_next - y, 0.0)
                 col += 1
             if "seasonal_diff" in cfg.inputs:
-                diff = ref_next - self._reference(k, rows, ts)
+                diff = ref_next - self.store.reference(k, rows, ts)
                 u[:, :, col] = np.where(np.isfinite(diff), diff, 0.0)
                 col += 1
         level, spread = st["level"][rows], st["level_dev"][rows]
@@ -290,7 +293,7 @@ class ForecastCombiner:
         st["pending_u"][rows, slot] = u
         st["pending_base"][rows, slot] = y
         st["steps"][rows] = steps + 1
-        combined = self._combine(y, u, st["w"][rows])
+        combined = combine(y, u, st["w"][rows], self.config.max_gain)
         st["pending_c"][rows, slot] = combined
         return self._gated(rows, y, combined)
 
@@ -302,15 +305,6 @@ class ForecastCombiner:
         return np.where(use, combined, base)
 
     # -- internals ------------------------------------------------------------------------------------------------
-    def _reference(self, k: int, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """The value seen one period before ``ts`` in its phase slot, ``[m, T]`` (NaN if none or stale)."""
-        return self.store.reference(k, rows, ts)
-
-    def _combine(self, base: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
-        correction = np.einsum("mtk,mtk->mt", u, w)
-        limit = self.config.max_gain * np.abs(u).max(axis=2, initial=0.0)
-        return base + np.clip(correction, -limit, limit)
-
     def _learn(self, rows: np.ndarray, u: np.ndarray, d: np.ndarray, ready: np.ndarray, steps: np.ndarray) -> None:
         cfg, st, lam = self.config, self.state, self._lam
         keep = ready.any(axis=1)
@@ -352,27 +346,35 @@ class ForecastCombiner:
         # Weights move slowly (half_life values): each row re-solves every SOLVE_EVERY values, rows staggered.
         due = ((steps + st["phase"][rows]) % SOLVE_EVERY == 0) | (steps < SOLVE_EVERY)
         if due.any():
-            st["w"][rows[due]] = self._solve(R[due], r[due], n[due])
+            st["w"][rows[due]] = ridge_solve(R[due], r[due], n[due], cfg.prior_values)
 
-    def _solve(self, R: np.ndarray, r: np.ndarray, n: np.ndarray) -> np.ndarray:
-        """Ridge solution ``(R + D)^-1 r`` with ``D = prior_values * diag(R) / n`` (each input's mean energy times
-        the prior's weight in observations) plus a tiny floor; 0 where there is no evidence."""
-        diag = np.einsum("...kk->...k", R)
-        energy = diag / np.maximum(n, 1.0)[..., None]
-        floor = 1e-9 * diag.mean(axis=-1, keepdims=True) + 1e-300
-        ridge = self.config.prior_values * energy + floor
-        A = R + ridge[..., :, None] * np.eye(self.k)
-        with np.errstate(all="ignore"):
-            try:
-                w = np.linalg.solve(A, r[..., None])[..., 0]
-            except np.linalg.LinAlgError:  # numerically singular somewhere: those streams fall back to naive
-                w = np.zeros_like(r)
-                for index in np.ndindex(*r.shape[:-1]):
-                    try:
-                        w[index] = np.linalg.solve(A[index], r[index])
-                    except np.linalg.LinAlgError:
-                        pass
-        return np.where(np.isfinite(w), w, 0.0)
+
+def combine(base: np.ndarray, u: np.ndarray, w: np.ndarray, max_gain: float) -> np.ndarray:
+    """The base forecast plus the weighted candidates' correction, capped at ``max_gain`` times the largest one."""
+    correction = np.einsum("mtk,mtk->mt", u, w)
+    limit = max_gain * np.abs(u).max(axis=2, initial=0.0)
+    return base + np.clip(correction, -limit, limit)
+
+
+def ridge_solve(R: np.ndarray, r: np.ndarray, n: np.ndarray, prior_values: float) -> np.ndarray:
+    """Ridge solution ``(R + D)^-1 r`` with ``D = prior_values * diag(R) / n`` (each input's mean energy times
+    the prior's weight in observations) plus a tiny floor; 0 where there is no evidence."""
+    diag = np.einsum("...kk->...k", R)
+    energy = diag / np.maximum(n, 1.0)[..., None]
+    floor = 1e-9 * diag.mean(axis=-1, keepdims=True) + 1e-300
+    ridge = prior_values * energy + floor
+    A = R + ridge[..., :, None] * np.eye(R.shape[-1])
+    with np.errstate(all="ignore"):
+        try:
+            w = np.linalg.solve(A, r[..., None])[..., 0]
+        except np.linalg.LinAlgError:  # numerically singular somewhere: those streams fall back to naive
+            w = np.zeros_like(r)
+            for index in np.ndindex(*r.shape[:-1]):
+                try:
+                    w[index] = np.linalg.solve(A[index], r[index])
+                except np.linalg.LinAlgError:
+                    pass
+    return np.where(np.isfinite(w), w, 0.0)
 
 
 __all__ = ["CombinerConfig", "ForecastCombiner", "INPUTS"]

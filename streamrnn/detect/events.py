@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -307,56 +307,11 @@ class EventDetector(RowStatefulMixin):
 
         if old is None and opened is None and upd is None and closed_now is None:
             return []
-        return self._events(sel, ra, stream_ids, old, opened, upd, closed_now, end, peak, kd, seen)
+        return gather_events(self._event, self.state["start"], sel, ra, stream_ids, old, opened, upd, closed_now, end,
+                             peak, kd, seen)
 
-    def _events(
-        self,
-        sel: np.ndarray,
-        ra: np.ndarray,
-        stream_ids: np.ndarray,
-        old: tuple | None,
-        opened: np.ndarray | None,
-        upd: np.ndarray | None,
-        closed_now: np.ndarray | None,
-        end: np.ndarray,
-        peak: np.ndarray,
-        kd: np.ndarray,
-        seen: np.ndarray,
-    ) -> list[Event]:
-        # Rare path: one Python iteration per emitted event, on Python scalars pulled out in bulk.
-        items: list[tuple[int, int, str, float, float, float, int, int]] = []  # (j, order, action, ...)
-        if old is not None:
-            di, o_start, o_end, o_peak, o_kind, o_vals = old
-            items += zip(
-                di.tolist(), [0] * di.size, ["close"] * di.size,
-                o_start.tolist(), o_end.tolist(), o_peak.tolist(), o_kind.tolist(), o_vals.tolist(),
-            )  # fmt: skip
-        for action, mask in (("open", opened), ("update", upd), ("close", closed_now)):
-            if mask is None:
-                continue
-            j = np.flatnonzero(mask) if mask.dtype == bool else mask
-            items += zip(
-                j.tolist(), [1] * j.size, [action] * j.size,
-                self.state["start"][ra[j]].tolist(), end[j].tolist(), peak[j].tolist(), kd[j].tolist(),
-                seen[j].tolist(),
-            )  # fmt: skip
-        items.sort()  # order of the input rows, a row's close before its open ((j, order) is unique)
-        pos = sel.tolist()
-        return [self._event(str(stream_ids[pos[j]]), *rest) for j, _o, *rest in items]
-
-    def _event(self, stream: str, action: str, start: float, end: float, peak: float, kind: int, values: int) -> Event:
-        if not 0 <= kind < len(self.kinds):
-            raise ValueError(f"kind index {kind} out of range for kinds {self.kinds}")
-        return Event(
-            stream=stream,
-            kind=self.kinds[kind],
-            action=action,
-            start=start,
-            end=end,
-            peak_score=peak,
-            values=values,
-            event_id=f"{stream}/{self.channel}/{round(start * 1000)}",
-        )
+    def _event(self, *fields: object) -> Event:
+        return make_event(self.channel, self.kinds, *fields)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ shutdown / eviction
     def force_close(self, rows: np.ndarray, stream_ids: np.ndarray, ts: np.ndarray | float) -> list[Event]:
@@ -395,3 +350,46 @@ class EventDetector(RowStatefulMixin):
                 values.tolist(),
             )
         ]
+
+
+def gather_events(make: Callable[..., Event], start: np.ndarray, sel: np.ndarray, ra: np.ndarray, stream_ids: np.ndarray,
+                  old: tuple | None, opened: np.ndarray | None, upd: np.ndarray | None, closed_now: np.ndarray | None,
+                  end: np.ndarray, peak: np.ndarray, kd: np.ndarray, seen: np.ndarray) -> list[Event]:
+    """The events of one update, in the order of the input rows (a row's close before its open), made by ``make``."""
+    # Rare path: one Python iteration per emitted event, on Python scalars pulled out in bulk.
+    items: list[tuple[int, int, str, float, float, float, int, int]] = []  # (j, order, action, ...)
+    if old is not None:
+        di, o_start, o_end, o_peak, o_kind, o_vals = old
+        items += zip(
+            di.tolist(), [0] * di.size, ["close"] * di.size,
+            o_start.tolist(), o_end.tolist(), o_peak.tolist(), o_kind.tolist(), o_vals.tolist(),
+        )  # fmt: skip
+    for action, mask in (("open", opened), ("update", upd), ("close", closed_now)):
+        if mask is None:
+            continue
+        j = np.flatnonzero(mask) if mask.dtype == bool else mask
+        items += zip(
+            j.tolist(), [1] * j.size, [action] * j.size,
+            start[ra[j]].tolist(), end[j].tolist(), peak[j].tolist(), kd[j].tolist(),
+            seen[j].tolist(),
+        )  # fmt: skip
+    items.sort()  # order of the input rows, a row's close before its open ((j, order) is unique)
+    pos = sel.tolist()
+    return [make(str(stream_ids[pos[j]]), *rest) for j, _o, *rest in items]
+
+
+def make_event(channel: str, kinds: tuple[str, ...], stream: str, action: str, start: float, end: float, peak: float,
+               kind: int, values: int) -> Event:
+    """One event of a channel; its id (stream, channel, start in ms) is stable, so a replayed event repeats it."""
+    if not 0 <= kind < len(kinds):
+        raise ValueError(f"kind index {kind} out of range for kinds {kinds}")
+    return Event(
+        stream=stream,
+        kind=kinds[kind],
+        action=action,
+        start=start,
+        end=end,
+        peak_score=peak,
+        values=values,
+        event_id=f"{stream}/{channel}/{round(start * 1000)}",
+    )

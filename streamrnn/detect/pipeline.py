@@ -40,7 +40,6 @@ and its migrations :mod:`streamrnn.detect.snapshots`. This module holds them tog
 (3, True)
 """
 
-
 from __future__ import annotations
 
 from typing import Any, Mapping

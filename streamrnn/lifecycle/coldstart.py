@@ -18,7 +18,6 @@ Owns: model selection at start and the in-process retraining schedule. Loading/s
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from streamrnn.lifecycle.artifact import ArtifactError, latest_artifact, load_ar
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.model.persistence import persistence_net
 from streamrnn.lifecycle.registry import resolve_model_path
+from streamrnn.configure import pipeline_config
 
 if TYPE_CHECKING:
     from streamrnn.detect.pipeline import Pipeline
@@ -43,22 +43,6 @@ class ModelLoadError(InputError):
     """The configured model (``model.path``) is missing, damaged or does not fit the configured inputs."""
 
 
-def network_config(settings: Any, features: FeatureBuilder) -> NetworkConfig:
-    m = settings.model
-    return NetworkConfig(
-        cell=m.cell,
-        n_features=features.n_inputs,
-        hidden_size=m.hidden_size,
-        num_layers=m.num_layers,
-        input_dropout=m.input_dropout,
-        recurrent_dropout=m.recurrent_dropout,
-        layer_norm=m.layer_norm,
-        targets=tuple(settings.features.targets),
-        horizon=m.horizon,
-        skip=m.skip,
-    )
-
-
 def build_pipeline(settings: Any) -> "Pipeline":
     """The configured pipeline with its starting model (see :func:`load_model`)."""
     return build_pipeline_and_card(settings)[0]
@@ -66,9 +50,9 @@ def build_pipeline(settings: Any) -> "Pipeline":
 
 def build_pipeline_and_card(settings: Any) -> tuple["Pipeline", dict[str, Any]]:
     """:func:`build_pipeline` and the model's card (empty for the persistence forecaster)."""
-    from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+    from streamrnn.detect.pipeline import Pipeline
 
-    config = PipelineConfig.from_settings(settings)
+    config = pipeline_config(settings)
     registry = settings.registry.directory
     champion = resolve_model_path(registry) if registry is not None else None
     model_path = champion or settings.model.path  # the registry's champion serves once there is one
@@ -161,15 +145,3 @@ class ColdStart:
             return False
         pipeline.swap_model(outcome.model, version=f"own-history-{self.trainings}")
         return True
-
-
-def train_config_from_settings(settings: Any, **overrides: Any) -> Any:
-    from streamrnn.training.trainer import TrainConfig
-
-    t = settings.training
-    config = TrainConfig(
-        window=t.window, horizon=t.horizon, stride=t.stride, val_fraction=t.val_fraction, batch_size=t.batch_size,
-        max_epochs=t.max_epochs, patience=t.patience, lr=t.lr, seed=t.seed, device=t.device, threads=t.threads,
-        max_windows=t.max_windows,
-    )
-    return replace(config, **overrides) if overrides else config

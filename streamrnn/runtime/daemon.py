@@ -51,6 +51,7 @@ from streamrnn.runtime.metrics import DaemonMetrics, LagCollector, TopEventsColl
 from streamrnn.runtime.partitions import Partitions
 from streamrnn.runtime.remote_write import RemoteWriteSink
 from streamrnn.runtime.serve import ProcessServer
+from streamrnn.configure import decoder_config
 
 log = logging.getLogger(__name__)
 
@@ -355,14 +356,13 @@ def build_daemon(settings: Settings, metrics: DaemonMetrics) -> Daemon:
         producer = KafkaProducer(**producer_kwargs(k))
         consumer = KafkaConsumer(**consumer_kwargs(k))
     store = build_store(settings, producer=producer)
-    from streamrnn.ingest.decode import DecoderConfig
 
     from streamrnn.lifecycle.registry import ModelRegistry
 
     registry = ModelRegistry(settings.registry.directory) if settings.registry.directory is not None else None
     lifecycle = ModelLifecycle(registry, settings, metrics, source=k.client_id)
     remote_write = RemoteWriteSink.from_settings(settings, metrics) if settings.remote_write.url else None
-    return Daemon(settings, pipeline, consumer, producer, store, RecordDecoder(DecoderConfig.from_settings(settings)),
+    return Daemon(settings, pipeline, consumer, producer, store, RecordDecoder(decoder_config(settings)),
                   metrics, lifecycle=lifecycle, remote_write=remote_write)
 
 

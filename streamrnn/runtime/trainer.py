@@ -31,6 +31,7 @@ from streamrnn.checkpoint.stores import CheckpointStore
 from streamrnn.checkpoint.stores import build_store as build_checkpoint_store
 from streamrnn.lifecycle.drift import RetrainSchedule
 from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, RetrainOutcome, TrainingData, collect
+from streamrnn.configure import pipeline_config, train_config, network_config
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ class Trainer:
     def __init__(self, settings: Settings, registry: ModelRegistry, store: CheckpointStore,
                  partitions: Callable[[], list[tuple[str, int]]], metrics: TrainerMetrics,
                  clock: Callable[[], float] = time.time) -> None:
-        from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
-        from streamrnn.detect.pipeline import PipelineConfig
+
 
         self.settings = settings
         self.registry = registry
@@ -56,9 +56,9 @@ class Trainer:
         self.clock = clock
         r = settings.retrain
         self.schedule = RetrainSchedule(r.interval_s, r.min_interval_s)
-        self.pipeline_config = PipelineConfig.from_settings(settings)
+        self.pipeline_config = pipeline_config(settings)
         self.net_config = network_config(settings, self.pipeline_config.features)
-        self.train_config = train_config_from_settings(settings)
+        self.train_config = train_config(settings)
         self.policy = PromotionPolicy(r.promote_margin)
         self.stop_requested = threading.Event()
         self.last_run: float | None = self._last_published()

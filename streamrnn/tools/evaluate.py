@@ -15,7 +15,6 @@ NAB's semantics are in :mod:`streamrnn.tools.evaluation.nab`; the readers in :mo
 (100.0, 1.0, (1, 0, 0))
 """
 
-
 from __future__ import annotations
 
 import dataclasses

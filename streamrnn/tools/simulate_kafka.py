@@ -1,17 +1,17 @@
-"""The simulator's Kafka producer: replays a :class:`~streamrnn.tools.simulate.Simulation` to an input topic in the wire
+"""The simulator's Kafka producer: replays a :class:`~streamrnn.tools.simulation.spec.Simulation` to an input topic in the wire
 format the daemon's decoder reads, optionally paced, with event time optionally moved to "now", and optionally
 salted with malformed records for the dead-letter path.
 
 Owns: the producing loop (:func:`produce_simulation`), the shape and cycle of the malformed records
 (:data:`BAD_KINDS`), the time shift of a simulation (:func:`shift_simulation`) and the :class:`ProduceReport`.
-Must not touch: generating the data (streamrnn.tools.simulate), decoding (streamrnn.ingest.decode), client options
+Must not touch: generating the data (streamrnn.tools.simulation), decoding (streamrnn.ingest.decode), client options
 (streamrnn.ingest.kafka_clients) or any pipeline state. Writes no files; the caller writes the ground truth
 (``on_start`` hands it the simulation exactly as produced).
 
 Wire format (field names from :class:`~streamrnn.config.settings.InputSettings`): the value is the JSON object
 ``{"stream": id, "ts": t, "value": v}``, ``t`` in ``ts_unit`` (seconds as a float; ms/us/ns as an integer); the key
 is the stream id in UTF-8. Every stream's records go to the partition the default (murmur2) partitioner gives its
-key, computed once per stream, and leave in timestamp order (the order of :func:`~streamrnn.tools.simulate.iter_batches`:
+key, computed once per stream, and leave in timestamp order (the order of :func:`~streamrnn.tools.simulation.generate.iter_batches`:
 by timestamp across streams, ties in stream id order).
 
 Malformed records (``bad_every=N``): after every N good records, one more record keyed and timestamped like the
@@ -37,7 +37,8 @@ import numpy as np
 import orjson
 
 from streamrnn.config.settings import InputSettings, KafkaSettings
-from streamrnn.tools.simulate import AnomalyLabel, Simulation, iter_batches
+from streamrnn.tools.simulation.generate import iter_batches
+from streamrnn.tools.simulation.spec import AnomalyLabel, Simulation
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from harness import (
     wait_committed,
 )
 
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.tools.simulation.generate import generate, iter_observations
+from streamrnn.tools.simulation.spec import SimulationConfig
 from streamrnn.checkpoint.changelog import KafkaChangelogStore
 from streamrnn.checkpoint.directory import DirectoryStore
 

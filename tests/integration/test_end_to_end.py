@@ -19,7 +19,9 @@ from streamrnn.lifecycle.coldstart import build_pipeline
 from streamrnn.runtime.replay import replay
 from streamrnn.config.settings import load_settings
 from streamrnn.core.timestamps import parse_timestamp
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations, write_long_csv
+from streamrnn.tools.simulation.files import write_long_csv
+from streamrnn.tools.simulation.generate import generate, iter_observations
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 STREAMS, LENGTH, SEED = 8, 3000, 7
 

@@ -25,7 +25,8 @@ from harness import (
 )
 from kafka import KafkaProducer
 
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.tools.simulation.generate import generate, iter_observations
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 NOW = time.time()
 

@@ -13,7 +13,8 @@ import urllib.request
 import pytest
 from harness import daemon_sections, free_port, produce_observations, start_daemon, wait_committed
 
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_observations
+from streamrnn.tools.simulation.generate import generate, iter_observations
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 PROMETHEUS = shutil.which("prometheus")
 

@@ -23,7 +23,9 @@ from kafka import KafkaConsumer, TopicPartition
 from streamrnn.cli import main
 from streamrnn.tools.simulate_kafka import BAD_KINDS, BAD_REASONS
 from streamrnn.core.timestamps import parse_timestamp
-from streamrnn.tools.simulate import SimulationConfig, generate, write_truth
+from streamrnn.tools.simulation.files import write_truth
+from streamrnn.tools.simulation.generate import generate
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 
 @pytest.fixture
@@ -147,7 +149,7 @@ def test_rate_paces_and_realtime_start_moves_event_time_to_now(use_broker, new_t
 
 
 def _merged(sim):
-    from streamrnn.tools.simulate import iter_observations
+    from streamrnn.tools.simulation.generate import iter_observations
 
     return list(iter_observations(sim))
 

@@ -16,10 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from streamrnn.runtime.daemon import Daemon
 from streamrnn.lifecycle.coldstart import build_pipeline_and_card
-from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.ingest.decode import RecordDecoder
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.config.settings import load_settings
 from streamrnn.checkpoint.directory import DirectoryStore
+from streamrnn.configure import decoder_config
 
 TOPIC = "sensors"
 T0 = 1_700_000_000.0
@@ -86,7 +87,7 @@ def daemon_with(tmp_path, producer: Producer, wall: float = T0 + 86400 * 365, **
     pipeline, _card = build_pipeline_and_card(settings)
     metrics = DaemonMetrics(CollectorRegistry())
     daemon = Daemon(settings, pipeline, Consumer(), producer, DirectoryStore(tmp_path, "g"),
-                    RecordDecoder(DecoderConfig.from_settings(settings)), metrics, wall_clock=lambda: wall)
+                    RecordDecoder(decoder_config(settings)), metrics, wall_clock=lambda: wall)
     return daemon, metrics
 
 

@@ -13,11 +13,13 @@ from streamrnn.detect.pipeline import Pipeline, PipelineConfig
 from streamrnn.core.records import ObservationBatch
 from streamrnn.detect.scorers.band import ExpectedBand
 from streamrnn.config.settings import load_settings
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_batches
+from streamrnn.tools.simulation.generate import generate, iter_batches
+from streamrnn.tools.simulation.spec import SimulationConfig
+from streamrnn.configure import pipeline_config
 
 
 def default_config(**changes) -> PipelineConfig:
-    return dataclasses.replace(PipelineConfig.from_settings(load_settings(None, environ={})), **changes)
+    return dataclasses.replace(pipeline_config(load_settings(None, environ={})), **changes)
 
 
 def run(pipeline: Pipeline, sim):

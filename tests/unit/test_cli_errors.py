@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-from streamrnn.tools.simulate import SimulationConfig, generate, write_nab_csvs
+from streamrnn.tools.simulation.files import write_nab_csvs
+from streamrnn.tools.simulation.generate import generate
+from streamrnn.tools.simulation.spec import SimulationConfig
 
 VERSION = "v000001-20240501T120000123456Z"
 

@@ -18,6 +18,7 @@ from streamrnn.ingest.decode import DECODE_REASONS, DecoderConfig, RecordDecoder
 from streamrnn.emit.encode import DEAD_LETTER_HEADERS, dead_letter_headers, encode_event, encode_scores
 from streamrnn.core.records import Event, ObservationBatch, Rejected, ScoreBatch
 from streamrnn.config.settings import load_settings
+from streamrnn.configure import decoder_config
 
 T0 = 1700000000.0
 T0_ISO = "2023-11-14T22:13:20"  # == T0 in UTC
@@ -381,7 +382,7 @@ def test_from_settings():
             "STREAMRNN_INPUT__MAX_RECORD_BYTES": "1000",
         },
     )
-    cfg = DecoderConfig.from_settings(s)
+    cfg = decoder_config(s)
     assert cfg == DecoderConfig(
         stream_field="id",
         ts_unit="ms",
@@ -390,7 +391,7 @@ def test_from_settings():
         extra_fields="ignore",
         max_record_bytes=1000,
     )
-    assert DecoderConfig.from_settings(load_settings(None, environ={})) == DecoderConfig()
+    assert decoder_config(load_settings(None, environ={})) == DecoderConfig()
 
 
 @pytest.mark.parametrize(

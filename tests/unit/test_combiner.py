@@ -7,6 +7,7 @@ import numpy as np
 from streamrnn.detect.combiner import CombinerConfig, ForecastCombiner
 from streamrnn.detect.pipeline import Pipeline, PipelineConfig
 from streamrnn.core.records import ObservationBatch
+from streamrnn.configure import pipeline_config
 
 DAY = 86400.0
 STEP = 300.0
@@ -114,7 +115,7 @@ def _daily_pipeline(combine: bool) -> tuple[float, float]:
     from streamrnn.config.settings import load_settings
 
     settings = load_settings(None, environ={}, overrides={"forecast": {"combine": combine}})
-    p = Pipeline.build(PipelineConfig.from_settings(settings))  # persistence network
+    p = Pipeline.build(pipeline_config(settings))  # persistence network
     rng = np.random.default_rng(6)
     t = np.arange(288 * 5)
     streams = 3
@@ -161,7 +162,7 @@ def test_pipeline_swap_keeps_the_combination_and_forgets_the_network_weight():
 
 
 def test_a_snapshot_from_before_the_combiner_restores_it_as_naive():
-    old = Pipeline.build(PipelineConfig())  # no combiner
+    old = Pipeline.build(PipelineConfig(combiner=None))  # no combiner
     for k in range(50):
         old.step(ObservationBatch.from_rows([("a", k * STEP, float(k % 7))]))
     snap = old.snapshot()

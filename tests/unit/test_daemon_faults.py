@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from streamrnn.runtime.daemon import Daemon
 from streamrnn.lifecycle.coldstart import build_pipeline_and_card
-from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.ingest.decode import RecordDecoder
 from streamrnn.emit.encode import ORIGINAL_SIZE_HEADER
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.config.settings import load_settings
 from streamrnn.checkpoint.directory import DirectoryStore
+from streamrnn.configure import decoder_config
 
 def test_a_dead_letter_too_large_for_its_topic_is_cut_to_fit_and_the_partition_moves_on(tmp_path):
     # The broker refuses anything over 1 MiB on the dead-letter topic (its default max.message.bytes).
@@ -199,7 +200,7 @@ def test_broker_up_drops_while_a_flush_is_stalled(tmp_path):
             raise KafkaTimeoutError()
 
     daemon = Daemon(settings, pipeline, Consumer(), StalledProducer(), DirectoryStore(tmp_path, "g"),
-                    RecordDecoder(DecoderConfig.from_settings(settings)), metrics, clock=lambda: now[0])
+                    RecordDecoder(decoder_config(settings)), metrics, clock=lambda: now[0])
     daemon.membership.on_assigned(set())
     assert sample(metrics, "streamrnn_broker_up") == 1
     daemon.process(Records().batch([(0, b"a", value("a", T0))]))

@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from streamrnn.runtime.daemon import Daemon
 from streamrnn.lifecycle.coldstart import build_pipeline_and_card
-from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+from streamrnn.ingest.decode import RecordDecoder
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.config.settings import load_settings
 from streamrnn.checkpoint.directory import DirectoryStore
+from streamrnn.configure import decoder_config
 
 
 class ScriptedConsumer:
@@ -68,7 +69,7 @@ def _daemon(tmp_path, script: list[Any]) -> tuple[Daemon, ScriptedConsumer, Daem
     holder: dict[str, Daemon] = {}
     consumer = ScriptedConsumer(script, lambda: holder["daemon"].request_stop())
     daemon = Daemon(settings, pipeline, consumer, NullProducer(), DirectoryStore(tmp_path, "g"),
-                    RecordDecoder(DecoderConfig.from_settings(settings)), metrics)
+                    RecordDecoder(decoder_config(settings)), metrics)
     holder["daemon"] = daemon
     return daemon, consumer, metrics
 

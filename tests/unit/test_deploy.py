@@ -109,7 +109,7 @@ def test_compose_daemon_remote_writes_to_the_prometheus_grafana_reads():
 
 def _exported_metric_names() -> set[str]:
     """Every sample name the daemon can export: its registry's families plus the scrape-time collectors."""
-    from streamrnn.runtime.remote_write import DEFAULT_PREFIX, SERIES
+    from streamrnn.emit.remote_write import DEFAULT_PREFIX, SERIES
     from streamrnn.tools.reference import example_registry
 
     names = {DEFAULT_PREFIX + s for s in SERIES}  # per-stream series pushed by remote write, not on /metrics

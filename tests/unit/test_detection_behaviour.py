@@ -9,15 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.detect.pipeline import Pipeline
 from streamrnn.config.settings import load_settings
-from streamrnn.tools.simulate import SimulationConfig, generate, iter_batches
+from streamrnn.tools.simulation.generate import generate, iter_batches
+from streamrnn.tools.simulation.spec import SimulationConfig
+from streamrnn.configure import pipeline_config
 
 DAY = 86400.0
 
 
 def run_default(sim):
-    pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
+    pipeline = Pipeline.build(pipeline_config(load_settings(None, environ={})))
     events, scores = [], {}
     for batch in iter_batches(sim, batch_size=512):
         result = pipeline.step(batch)
@@ -129,7 +131,7 @@ def test_with_range_scale_normal_daily_cycles_score_low_after_warm_up():
 
     sim = generate(SimulationConfig(n_streams=4, length=4000, seed=3, anomaly_free_fraction=1.0,
                                     daily_amplitude_range=(5.0, 10.0), noise_sd_range=(0.2, 1.0)))
-    base = PipelineConfig.from_settings(load_settings(None, environ={}))
+    base = pipeline_config(load_settings(None, environ={}))
     pipeline = Pipeline.build(dataclasses.replace(base, channels=dataclasses.replace(base.channels, range_scale=0.5)))
     start = min(s.ts[0] for s in sim.streams.values())
     top = 0.0
@@ -153,7 +155,7 @@ def test_a_spike_never_opens_a_second_event_a_day_later(width):
         x = 50 + 10 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 0.5, len(t))
         at = int(6 * DAY / 300) + 40
         x[at:at + width] += 40.0
-        pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
+        pipeline = Pipeline.build(pipeline_config(load_settings(None, environ={})))
         events = []
         for start in range(0, len(t), 64):
             rows = [("s", float(t[i]), float(x[i])) for i in range(start, min(len(t), start + 64))]
@@ -169,7 +171,7 @@ def _run_series(t, x, config=None, opened_only=True):
     every transition)."""
     from streamrnn.core.records import ObservationBatch
 
-    pipeline = Pipeline.build(config or PipelineConfig.from_settings(load_settings(None, environ={})))
+    pipeline = Pipeline.build(config or pipeline_config(load_settings(None, environ={})))
     events = []
     for start in range(0, len(t), 64):
         rows = [("s", float(t[i]), float(x[i])) for i in range(start, min(len(t), start + 64))]
@@ -224,7 +226,7 @@ def test_a_weekly_pattern_is_not_a_level_shift_a_real_shift_is():
     # ... and without the weekly test, the same weekends do open shifts (the test above is not vacuous)
     import dataclasses
 
-    base = PipelineConfig.from_settings(load_settings(None, environ={}))
+    base = pipeline_config(load_settings(None, environ={}))
     without = _run_series(t, x, dataclasses.replace(base, weekly_shift_test=False), opened_only=False)
     # (a weekend transition opens as a spike and is upgraded to level_shift: count events by id)
     assert len({e.event_id for e in without if e.kind == "level_shift" and T0 + 15 * DAY < e.start < t[shift]}) >= 2
@@ -263,7 +265,7 @@ def test_the_alarm_budget_knob_trades_alarms_for_size():
     x[::84] += 5.0  # every 7 hours: a different time each day (no daily reference hides it)
     big = int(18 * DAY / 300) + 50
     x[big] += 20.0
-    base = PipelineConfig.from_settings(load_settings(None, environ={}))
+    base = pipeline_config(load_settings(None, environ={}))
     counts = {}
     for rate in (0.0, 0.3, 0.1, 0.02):
         config = dataclasses.replace(base, alarm_rate=rate, record_half_life=0.0 if rate == 0 else 3000.0)

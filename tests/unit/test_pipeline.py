@@ -12,6 +12,7 @@ from streamrnn.model.stepper import ModelStepper
 from streamrnn.detect.pipeline import Pipeline, PipelineConfig
 from streamrnn.core.records import ObservationBatch
 from streamrnn.detect.events import EventConfig
+from streamrnn.configure import pipeline_config
 
 FEATURES = FeatureBuilder(n_values=1, time_of_day=True, day_of_week=False)
 
@@ -22,8 +23,12 @@ def make_net(seed: int = 0, cell: str = "gru", layers: int = 1) -> ForecastNet:
 
 
 def make_pipeline(net: ForecastNet | None = None, **overrides) -> Pipeline:
+    """A minimal pipeline for the mechanism tests of this file: a Gaussian scorer in scale units, no score channels and
+    no forecast combiner (the shipped detector, PipelineConfig(), is tested in tests/contract/test_stage_contract.py
+    and tests/unit/test_detection_behaviour.py)."""
     params = dict(features=FEATURES, scoring_method="gaussian", scoring_params={"log_scale": False},
-                  scoring_warmup=50, normalizer_warmup=10,
+                  scoring_warmup=50, normalizer_warmup=10, residual_units="scale", learn_below=0.9,
+                  channels=None, combiner=None,
                   capacity=4, events=EventConfig(high=0.99, low=0.9, close_after=3))
     params.update(overrides)
     return Pipeline(PipelineConfig(**params), net or make_net(), "test")
@@ -346,7 +351,7 @@ def _shipped_config(**overrides) -> PipelineConfig:
 
     from streamrnn.config.settings import load_settings
 
-    return dataclasses.replace(PipelineConfig.from_settings(load_settings(None, environ={})), capacity=4, **overrides)
+    return dataclasses.replace(pipeline_config(load_settings(None, environ={})), capacity=4, **overrides)
 
 
 def _daily(n_streams: int, days: float, seed: int = 4):

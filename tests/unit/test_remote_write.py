@@ -16,14 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from streamrnn.runtime.remote_write import (
+from streamrnn.emit.remote_write import (
+    Chunk,
     HEADERS,
-    RemoteWriteSink,
+    Layout,
     RequestEncoder,
-    StreamSelector,
-    _Chunk,
-    _Layout,
-    _Queue,
     encode_label,
     encode_labels,
     encode_sample,
@@ -34,9 +31,11 @@ from streamrnn.runtime.remote_write import (
     snappy_block,
     varint,
 )
+from streamrnn.runtime.remote_write import RemoteWriteSink, StreamSelector, _Queue
 from streamrnn.runtime.metrics import DaemonMetrics
 from streamrnn.core.records import ScoreBatch
 from streamrnn.config.settings import ConfigError, load_settings
+from streamrnn.configure import decoder_config
 
 NOW_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -202,8 +201,8 @@ def test_snappy_splits_literals_at_64_kib_and_decodes():
 # -- the request encoder ---------------------------------------------------------------------------------------------
 def _chunk(streams, ts_ms, columns, layout=None):
     columns = np.asarray(columns, dtype=np.float64)
-    layout = layout or _Layout(tuple((s, None) for s in ("value", "forecast", "lower", "upper", "anomaly_score")))
-    return _Chunk(np.array(streams, dtype=object), np.asarray(ts_ms, dtype=np.int64), columns, layout,
+    layout = layout or Layout(tuple((s, None) for s in ("value", "forecast", "lower", "upper", "anomaly_score")))
+    return Chunk(np.array(streams, dtype=object), np.asarray(ts_ms, dtype=np.int64), columns, layout,
                   np.cumsum(np.isfinite(columns).sum(axis=1)))
 
 
@@ -232,7 +231,7 @@ def test_request_groups_by_series_sorts_by_time_skips_nan_and_repeats():
 
 
 def test_targets_are_labelled_and_the_score_is_not():
-    layout = _Layout((("value", "temp"), ("forecast", "temp"), ("value", "rpm"), ("forecast", "rpm"),
+    layout = Layout((("value", "temp"), ("forecast", "temp"), ("value", "rpm"), ("forecast", "rpm"),
                       ("anomaly_score", None)))
     body, _ = RequestEncoder().encode([_chunk(["m"], [5], [[1.0, 1.5, 2.0, 2.5, 0.5]], layout)])
     labels = {labels for labels in as_dict(decode_write_request(body))}
@@ -532,7 +531,7 @@ def test_the_daemon_offers_its_scores_and_closes_the_sink(tmp_path):
 
     from streamrnn.runtime.daemon import Daemon
     from streamrnn.lifecycle.coldstart import build_pipeline_and_card
-    from streamrnn.ingest.decode import DecoderConfig, RecordDecoder
+    from streamrnn.ingest.decode import RecordDecoder
     from streamrnn.checkpoint.directory import DirectoryStore
 
     settings = load_settings(None, environ={"STREAMRNN_CHECKPOINT__DIRECTORY": str(tmp_path),
@@ -542,7 +541,7 @@ def test_the_daemon_offers_its_scores_and_closes_the_sink(tmp_path):
     metrics = DaemonMetrics(CollectorRegistry())
     sink = RemoteWriteSink("http://unused", metrics, post=receiver, interval_s=0.05)
     daemon = Daemon(settings, pipeline, Consumer(), Producer(), DirectoryStore(tmp_path, "g"),
-                    RecordDecoder(DecoderConfig.from_settings(settings)), metrics, wall_clock=lambda: NOW_S + 10,
+                    RecordDecoder(decoder_config(settings)), metrics, wall_clock=lambda: NOW_S + 10,
                     remote_write=sink)
     records = Records()
     daemon.process(records.batch([(0, b"a", value("a", NOW_S + i, float(i))) for i in range(5)]))

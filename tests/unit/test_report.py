@@ -16,7 +16,8 @@ import pytest
 
 from streamrnn.cli import main
 from streamrnn.ingest.files import InputError
-from streamrnn.tools.report import WIDTH, envelope, read_output, render_html
+from streamrnn.tools.report import WIDTH, envelope, render_html
+from streamrnn.tools.report_data import read_output
 
 T0 = 1_700_000_000.0
 STEP = 300.0

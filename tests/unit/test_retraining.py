@@ -16,7 +16,7 @@ from streamrnn.runtime.metrics import DaemonMetrics, TrainerMetrics
 from streamrnn.lifecycle.artifact import save_artifact
 from streamrnn.model.network import ForecastNet, NetworkConfig
 from streamrnn.lifecycle.registry import CHAMPION, Decision, ModelRegistry
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.detect.pipeline import Pipeline
 from streamrnn.core.records import ObservationBatch
 from streamrnn.lifecycle.hotswap import ModelLifecycle
 from streamrnn.config.settings import load_settings
@@ -27,6 +27,7 @@ from streamrnn.runtime.trainer import Trainer
 from streamrnn.lifecycle.drift import RetrainSchedule
 from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, TrainingData, collect
 from streamrnn.training.trainer import TrainConfig, train
+from streamrnn.configure import pipeline_config, train_config, network_config
 
 INTERVAL = 60.0
 
@@ -147,7 +148,7 @@ def test_drift_triggers_a_retrain_whose_model_lowers_the_live_error(tmp_path):
     rng = np.random.default_rng(1)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    pipeline = Pipeline(pipeline_config(settings), _persistence(settings), "persistence")
     lifecycle = ModelLifecycle(registry, settings, metrics, clock=_Clock(), source="test")
     # A champion trained on the first regime (period 40), then the streams change rhythm (period 9).
     _feed(pipeline, lifecycle, 8, 0, 600, 40, rng)
@@ -179,15 +180,15 @@ def test_drift_triggers_a_retrain_whose_model_lowers_the_live_error(tmp_path):
 def _persistence(settings) -> ForecastNet:
     from streamrnn.model.persistence import persistence_net
 
-    config = PipelineConfig.from_settings(settings)
+    config = pipeline_config(settings)
     return persistence_net(config.features.n_inputs, config.targets, config.horizon)
 
 
 def _trained(settings, pipeline: Pipeline) -> tuple[ForecastNet, dict]:
-    from streamrnn.lifecycle.coldstart import network_config, train_config_from_settings
+
 
     data = collect(pipeline, TrainingData(), min_history=300)
-    retrainer = Retrainer(network_config(settings, pipeline.config.features), train_config_from_settings(settings),
+    retrainer = Retrainer(network_config(settings, pipeline.config.features), train_config(settings),
                           PromotionPolicy(0.0))
     outcome = retrainer.run(data, pipeline.stepper.net, pipeline.model_version)
     assert outcome.model is not None and outcome.decision.outcome == "promoted", outcome.decision
@@ -199,7 +200,7 @@ def test_scores_stay_continuous_across_a_hot_swap(tmp_path):
     settings = _settings(tmp_path, retrain={"drift": False})
     rng = np.random.default_rng(2)
     registry = ModelRegistry(settings.registry.directory)
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    pipeline = Pipeline(pipeline_config(settings), _persistence(settings), "persistence")
     lifecycle = ModelLifecycle(registry, settings, None, clock=_Clock())
     _feed(pipeline, lifecycle, 6, 0, 800, 30, rng)
     model, card = _trained(settings, pipeline)
@@ -230,7 +231,7 @@ def test_a_model_that_degrades_live_error_is_rolled_back(tmp_path):
     rng = np.random.default_rng(3)
     registry = ModelRegistry(settings.registry.directory)
     metrics = DaemonMetrics(CollectorRegistry())
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    pipeline = Pipeline(pipeline_config(settings), _persistence(settings), "persistence")
     lifecycle = ModelLifecycle(registry, settings, metrics, clock=_Clock())
     _feed(pipeline, lifecycle, 6, 0, 700, 30, rng)
     good, card = _trained(settings, pipeline)
@@ -255,7 +256,7 @@ def test_trainer_publishes_rejected_challenger_when_champion_is_better(tmp_path)
     settings = _settings(tmp_path, training={"max_epochs": 1, "lr": 1e-6})
     rng = np.random.default_rng(4)
     registry = ModelRegistry(settings.registry.directory)
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    pipeline = Pipeline(pipeline_config(settings), _persistence(settings), "persistence")
     _feed(pipeline, None, 4, 0, 700, 30, rng)
     good, card = _trained(_settings(tmp_path), pipeline)
     v_good = registry.publish(good, card, Decision("promoted", "good"))
@@ -275,7 +276,7 @@ def test_trainer_publishes_rejected_challenger_when_champion_is_better(tmp_path)
 def test_a_champion_pointer_out_of_the_registry_is_logged_and_the_current_model_kept(tmp_path):
     settings = _settings(tmp_path, retrain={"drift": False})
     registry = ModelRegistry(settings.registry.directory)
-    pipeline = Pipeline(PipelineConfig.from_settings(settings), _persistence(settings), "persistence")
+    pipeline = Pipeline(pipeline_config(settings), _persistence(settings), "persistence")
     lifecycle = ModelLifecycle(registry, settings, None, clock=_Clock())
     v1 = registry.publish(_persistence(settings), {}, Decision("promoted", "first"))
     lifecycle.poll(pipeline, 0)

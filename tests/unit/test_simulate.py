@@ -1,4 +1,4 @@
-"""Tests of streamrnn.tools.simulate: determinism, anomaly placement and shapes, ground truth and the file writers."""
+"""Tests of streamrnn.tools.simulation: determinism, anomaly placement and shapes, ground truth and the file writers."""
 
 from __future__ import annotations
 
@@ -13,18 +13,9 @@ import numpy as np
 import pytest
 
 from streamrnn.core.timestamps import parse_timestamp
-from streamrnn.tools.simulate import (
-    ANOMALY_KINDS,
-    DEFAULT_START,
-    AnomalyLabel,
-    SimulationConfig,
-    generate,
-    iter_batches,
-    iter_observations,
-    write_long_csv,
-    write_nab_csvs,
-    write_truth,
-)
+from streamrnn.tools.simulation.files import write_long_csv, write_nab_csvs, write_truth
+from streamrnn.tools.simulation.generate import generate, iter_batches, iter_observations
+from streamrnn.tools.simulation.spec import ANOMALY_KINDS, AnomalyLabel, DEFAULT_START, SimulationConfig
 
 ALL_KINDS_ONCE = {k: 1 for k in ANOMALY_KINDS}
 

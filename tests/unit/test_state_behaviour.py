@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrnn.detect.pipeline import Pipeline, PipelineConfig
+from streamrnn.detect.pipeline import Pipeline
 from streamrnn.core.records import ObservationBatch
 from streamrnn.config.settings import load_settings
+from streamrnn.configure import pipeline_config
 
 N_SENSORS = 8
 T0 = 1_700_000_000.0
@@ -35,7 +36,7 @@ def machine(length: int, seed: int, shift: tuple[int, int] | None = None) -> np.
 def run(x: np.ndarray, stream: str = "pump-1", batch: int = 256):
     settings = load_settings(None, environ={"STREAMRNN_FEATURES__N_VALUES": "8",
                                             "STREAMRNN_FEATURES__TARGETS": "[0, 1, 2, 3, 4, 5, 6, 7]"})
-    pipeline = Pipeline.build(PipelineConfig.from_settings(settings))
+    pipeline = Pipeline.build(pipeline_config(settings))
     assert pipeline.stages.state_channel is not None
     events = []
     for start in range(0, len(x), batch):
@@ -62,7 +63,7 @@ def test_a_machine_with_normal_noise_opens_no_event_in_10000_values():
 
 
 def test_a_univariate_stream_has_no_state_channel():
-    pipeline = Pipeline.build(PipelineConfig.from_settings(load_settings(None, environ={})))
+    pipeline = Pipeline.build(pipeline_config(load_settings(None, environ={})))
     assert pipeline.stages.state_channel is None and pipeline.stages.state_events is None
 
 
