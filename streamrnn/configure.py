@@ -4,8 +4,8 @@ on behalf of the detector, the decoder, the network and the trainer.
 Each part takes a frozen dataclass of plain values (:class:`~streamrnn.detect.config.PipelineConfig`,
 :class:`~streamrnn.ingest.decode.DecoderConfig`, :class:`~streamrnn.model.network.NetworkConfig`,
 :class:`~streamrnn.training.trainer.TrainConfig`) and never sees the settings. Those dataclasses' defaults are the
-shipped settings' (``tests/unit/test_configure.py`` pins it), so a test or benchmark that builds ``PipelineConfig()``
-runs the detector users run.
+shipped settings' (``tests/unit/config/test_configure.py`` pins it), so a test or benchmark that builds
+``PipelineConfig()`` runs the detector users run.
 
 >>> from streamrnn.config.settings import load_settings
 >>> from streamrnn.detect.config import PipelineConfig

@@ -22,7 +22,7 @@ theory:
 Why a Pareto tail and not an exponential one: real evidence is heavy-tailed (an exponential fit under-states how
 often large peaks come, and pages more than budgeted), and one giant incident fitted exponentially makes the next,
 smaller one look ordinary (the mean excess of one 100-sigma spike is 96 sigma); in logs it is a factor, not a wall.
-On lighter tails the bar is conservative: fewer alarms than budgeted (tests/unit/test_budget.py measures both).
+On lighter tails the bar is conservative: fewer alarms than budgeted (tests/unit/detect/test_budget.py measures both).
 
 Owns: its per-row statistics (one RowArrays block). Must not touch stream ids, events or I/O.
 

@@ -1,6 +1,6 @@
 """The contract every checkpoint store keeps (streamrnn/checkpoint/stores.py), run against both: the directory store
 and the Kafka changelog store on the real local broker. Store-specific behaviour (slots, chunking, torn writes,
-fsync failures) is tested in tests/unit/test_checkpoint.py and tests/integration/test_changelog.py."""
+fsync failures) is tested in tests/unit/checkpoint/test_checkpoint.py and tests/integration/test_changelog.py."""
 
 from __future__ import annotations
 

@@ -30,8 +30,7 @@ matters for the likelihood scorer's log transform, which looks at tail probabili
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -259,38 +258,3 @@ def log_tail_score(tail: np.ndarray) -> np.ndarray:
     tail /= LOG_DEN
     np.clip(tail, 0.0, 1.0, out=tail)
     return tail
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# throughput check (a function the benchmarks can reuse; never a timed assertion in tests)
-
-
-def measure_throughput(
-    scorer: ResidualScorer,
-    n_rows: int = 10_000,
-    n_batches: int = 50,
-    seed: int = 0,
-    repeats: int = 3,
-    clock: Callable[[], float] = time.perf_counter,
-) -> float:
-    """Values per second of ``score_many`` + ``learn_many`` on batches covering ``n_rows`` rows in random order.
-
-    The scorer is warmed up first (so the timed part takes the post-warm-up code paths); the best of ``repeats``
-    runs is returned. Single-threaded numpy. On a shared machine pass ``clock=time.process_time`` (CPU time of this
-    process) to see through other processes' load.
-    """
-    rng = np.random.default_rng(seed)
-    scorer.ensure_capacity(n_rows)
-    perms = [rng.permutation(n_rows).astype(np.int64) for _ in range(4)]
-    xs = [np.abs(rng.standard_normal(n_rows)) for _ in range(4)]
-    for i in range(max(scorer.warmup + 5, 20)):
-        scorer.learn_many(perms[i % 4], xs[i % 4])
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = clock()
-        for i in range(n_batches):
-            rows, x = perms[i % 4], xs[(i + 1) % 4]
-            scorer.score_many(rows, x)
-            scorer.learn_many(rows, x)
-        best = min(best, clock() - t0)
-    return n_rows * n_batches / best

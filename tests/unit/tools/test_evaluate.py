@@ -31,7 +31,7 @@ from streamrnn.tools.evaluation.windows import EvaluationError, score_detections
 STANDARD, LOW_FP, LOW_FN = PROFILES
 T0 = 1396310400.0  # 2014-04-01 00:00:00 UTC
 # The labeled subset lives in shared/ beside the checkout (also in CI); NAB_DIR points elsewhere.
-NAB_DEV = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[3] / "shared" / "nab-dev"))
+NAB_DEV = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[4] / "shared" / "nab-dev"))
 
 
 def sig(x: float) -> float:

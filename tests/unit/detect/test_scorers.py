@@ -12,7 +12,6 @@ from streamrnn.detect.scorers.base import (
     X_MAX,
     alpha_from,
     gather,
-    measure_throughput,
     norm_cdf,
     norm_sf,
     scatter,
@@ -78,10 +77,6 @@ def test_registry_builds_every_scorer_and_rejects_unknown_names():
         make_scorer("isolation-forest")
     with pytest.raises(TypeError):
         make_scorer("spot", bogus=1)
-
-
-def test_measure_throughput_runs_on_a_small_table():
-    assert measure_throughput(make_scorer("gaussian", warmup=2), n_rows=50, n_batches=2, repeats=1) > 0
 
 
 # --- Gaussian ---------------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ for i in itertools.count():
 def test_registry_stays_loadable_when_the_writer_is_killed_mid_write(tmp_path):
     """kill -9 a process that publishes in a loop, at several points in time; after each kill every version the
     registry lists loads, the champion loads, and a half-written model is never listed."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": str(root)}
     interrupted = 0
     for delay in (0.4, 1.0, 1.7):

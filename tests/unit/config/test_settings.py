@@ -7,7 +7,7 @@ import pytest
 from streamrnn.cli import main
 from streamrnn.config.settings import ConfigError, Settings, load_settings, settings_as_toml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_match_the_documented_default_toml():

@@ -25,7 +25,7 @@ def make_net(seed: int = 0, cell: str = "gru", layers: int = 1) -> ForecastNet:
 def make_pipeline(net: ForecastNet | None = None, **overrides) -> Pipeline:
     """A minimal pipeline for the mechanism tests of this file: a Gaussian scorer in scale units, no score channels and
     no forecast combiner (the shipped detector, PipelineConfig(), is tested in tests/contract/test_stage_contract.py
-    and tests/unit/test_detection_behaviour.py)."""
+    and tests/unit/detect/test_detection_behaviour.py)."""
     params = dict(features=FEATURES, scoring_method="gaussian", scoring_params={"log_scale": False},
                   scoring_warmup=50, normalizer_warmup=10, residual_units="scale", learn_below=0.9,
                   channels=None, combiner=None,

@@ -6,7 +6,7 @@ from pathlib import Path
 from streamrnn.tools.reference import config_reference, metrics_reference
 from streamrnn.config.settings import Settings
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_configuration_reference_is_up_to_date_and_lists_every_key():
