@@ -63,13 +63,15 @@ class HistoryBuffer(RowStatefulMixin):
         offset = ts - anchor
         move = ~(np.abs(offset) <= _REBASE_S)  # also: no anchor yet (NaN)
         if move.any():
-            mr = rows[move]
-            new = ts[move]
-            old = anchor[move]
-            # Re-express the row's kept offsets against the new anchor (rare: once per 12 days of a stream).
-            shift = np.where(np.isfinite(old), old - new, 0.0)
-            s["offset"][mr] = (s["offset"][mr].astype(np.float64) + shift[:, None]).astype(np.float32)
-            s["anchor"][mr] = new
+            # Re-express a row's kept offsets against its new anchor (rare: once per 12 days of a stream). A row
+            # without an anchor holds no offsets (a new stream's first value): nothing to re-express, and touching
+            # its whole ring would cost 100k new streams seconds.
+            kept = move & np.isfinite(anchor)
+            if kept.any():
+                kr = rows[kept]
+                shift = anchor[kept] - ts[kept]
+                s["offset"][kr] = (s["offset"][kr].astype(np.float64) + shift[:, None]).astype(np.float32)
+            s["anchor"][rows[move]] = ts[move]
             offset = np.where(move, 0.0, offset)
         s["values"][rows, slot] = values
         s["offset"][rows, slot] = offset
