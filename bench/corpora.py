@@ -13,9 +13,13 @@ import numpy as np
 from streamrnn.core.records import ObservationBatch
 from streamrnn.detect.pipeline import Pipeline
 from streamrnn.ingest.files import find_csv_files, read_series_file, read_windows
+from streamrnn.tools.evaluation.readers import windows_from_labels
+from streamrnn.tools.simulation.generate import generate
+from streamrnn.tools.simulation.spec import SimulationConfig
 from streamrnn.configure import pipeline_config
 
 NAB = Path(__file__).resolve().parents[1].parent / "shared" / "nab-dev"
+SKAB = NAB.parent / "skab-dev" / "valve1"
 
 
 def load(nab: Path = NAB):
@@ -25,6 +29,33 @@ def load(nab: Path = NAB):
         f.ts, f.values = f.ts[o], f.values[o]
     windows = read_windows(nab / "labels" / "combined_windows.json")
     return files, windows
+
+
+def nab_series():
+    """nab-dev as ``[(key, ts, values)]`` in time order (a repeated timestamp dropped, as the replay rejects it) and
+    its windows."""
+    files, windows = load()
+    series = []
+    for f in files:
+        ok = np.r_[True, np.diff(f.ts) > 0]
+        series.append((f.key, f.ts[ok], f.values[ok, 0]))
+    return series, windows
+
+
+def skab_series():
+    """skab-dev's valve1 files, each one 8-value stream, and windows from their row labels."""
+    series, windows = [], {}
+    for path, key in find_csv_files(SKAB):
+        f = read_series_file(path, key)
+        series.append((key, f.ts, f.values))
+        windows[key] = windows_from_labels(f.ts, f.labels)
+    return series, windows
+
+
+def sim_series(seed: int, streams: int = 50):
+    """A simulated corpus (4,000 values per stream) and its windows."""
+    s = generate(SimulationConfig(n_streams=streams, length=4000, seed=seed))
+    return [(k, st.ts, st.values) for k, st in s.streams.items()], s.windows
 
 
 def run_corpus(settings, series, config=None):

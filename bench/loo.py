@@ -26,17 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.corpora import run_corpus  # noqa: E402
-from bench.corpora import load  # noqa: E402
+from bench.corpora import nab_series, run_corpus, sim_series, skab_series  # noqa: E402
 from streamrnn.tools.evaluation.alarms import category_of, overlaps  # noqa: E402
-from streamrnn.ingest.files import find_csv_files, read_series_file  # noqa: E402
-from streamrnn.tools.evaluation.readers import windows_from_labels  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
-from streamrnn.tools.simulation.generate import generate  # noqa: E402
-from streamrnn.tools.simulation.spec import SimulationConfig  # noqa: E402
 from streamrnn.configure import pipeline_config  # noqa: E402
 
-SKAB = ROOT.parent / "shared" / "skab-dev" / "valve1"
 DAY = 86400.0
 
 # name -> PipelineConfig changes. "before": the event switches as issue 16 found them (the numerical floor and the
@@ -97,29 +91,6 @@ def count(series, windows, events) -> Counts:
         hit, true, _delay = overlaps(win, events[key][0])
         c = c.add(Counts(len(hit), int(hit.sum()), len(true), int((~true).sum()), (ts[-1] - ts[0]) / DAY))
     return c
-
-
-def nab_series():
-    files, windows = load()
-    series = []
-    for f in files:
-        ok = np.r_[True, np.diff(f.ts) > 0]
-        series.append((f.key, f.ts[ok], f.values[ok, 0]))
-    return series, windows
-
-
-def skab_series():
-    series, windows = [], {}
-    for path, key in find_csv_files(SKAB):
-        f = read_series_file(path, key)
-        series.append((key, f.ts, f.values))
-        windows[key] = windows_from_labels(f.ts, f.labels)
-    return series, windows
-
-
-def sim_series(seed: int):
-    s = generate(SimulationConfig(n_streams=50, length=4000, seed=seed))
-    return [(k, st.ts, st.values) for k, st in s.streams.items()], s.windows
 
 
 def run_candidate(settings, changes, corpora) -> dict[str, Counts]:

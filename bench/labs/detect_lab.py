@@ -25,15 +25,11 @@ from streamrnn.tools.simulation.generate import generate
 from streamrnn.tools.simulation.spec import SimulationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.corpora import load, run_corpus  # noqa: E402
+from bench.corpora import nab_series, run_corpus  # noqa: E402
 
 
 def nab(settings):
-    files, windows = load()
-    series = []
-    for f in files:
-        ok = np.r_[True, np.diff(f.ts) > 0]
-        series.append((f.key, f.ts[ok], f.values[ok, 0]))
+    series, windows = nab_series()
     scores, ev = run_corpus(settings, series)
     data = [SeriesData(k, ts, scores[k], np.array(windows.get(k, []), dtype=float).reshape(-1, 2))
             for k, ts, _v in series]

@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import streamrnn.detect.evidence as evidence_module  # noqa: E402
-from bench.corpora import run_corpus  # noqa: E402
-from bench.corpora import load  # noqa: E402
+from bench.corpora import nab_series, run_corpus  # noqa: E402
 from streamrnn.tools.evaluation.alarms import event_quality  # noqa: E402
 from streamrnn.tools.evaluation.readers import load_results  # noqa: E402
 from streamrnn.config.settings import load_settings  # noqa: E402
@@ -46,11 +45,7 @@ def capture():
     original = evidence_module.EventEvidence.update
     evidence_module.EventEvidence.update = namespace["update"]
     try:
-        files, windows = load()
-        series = []
-        for f in files:
-            ok = np.r_[True, np.diff(f.ts) > 0]
-            series.append((f.key, f.ts[ok], f.values[ok, 0]))
+        series, windows = nab_series()
         _scores, events = run_corpus(load_settings(ROOT / "configs" / "default.toml"), series)
     finally:
         evidence_module.EventEvidence.update = original

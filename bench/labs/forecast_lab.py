@@ -16,16 +16,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.corpora import load  # noqa: E402
+from bench.corpora import nab_series  # noqa: E402
 from streamrnn.detect.combiner import INPUTS, CombinerConfig, ForecastCombiner  # noqa: E402
 
 
 def run(config: CombinerConfig, skip: int = 230, verbose: bool = True):
-    files, _w = load()
-    series = []
-    for f in files:
-        ok = np.r_[True, np.diff(f.ts) > 0]
-        series.append((f.key, f.ts[ok], f.values[ok, 0]))
+    series, _w = nab_series()
     c = ForecastCombiner(config, capacity=len(series))
     n = max(len(ts) for _k, ts, _v in series)
     fc = [np.full(len(ts), np.nan) for _k, ts, _v in series]

@@ -7,8 +7,8 @@ the phase). :class:`Outputs` collects what the sub-steps of one batch report, by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class StepContext:
     event_evidence: Any = None
     shifted: Any = None
     # per-value fields filtered by keep(), in the order time checks set them
-    _aligned: tuple[str, ...] = field(default=("idx", "rows", "ts", "x", "dt", "last_ts"), repr=False)
+    ALIGNED: ClassVar[tuple[str, ...]] = ("idx", "rows", "ts", "x", "dt", "last_ts")
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -154,7 +154,7 @@ class StepContext:
 
     def keep(self, mask: np.ndarray) -> None:
         """Go on with the values where ``mask`` holds (only the time checks drop values, before anything else)."""
-        for name in self._aligned:
+        for name in self.ALIGNED:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value[mask])

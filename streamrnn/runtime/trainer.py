@@ -27,8 +27,7 @@ from streamrnn.lifecycle.registry import Decision, ModelRegistry
 from streamrnn.runtime.progress import progress
 from streamrnn.config.settings import Settings
 from streamrnn.checkpoint.directory import directory_partitions
-from streamrnn.checkpoint.stores import CheckpointStore
-from streamrnn.checkpoint.stores import build_store as build_checkpoint_store
+from streamrnn.checkpoint.stores import CheckpointStore, build_store
 from streamrnn.lifecycle.drift import RetrainSchedule
 from streamrnn.lifecycle.retrain import PromotionPolicy, Retrainer, RetrainOutcome, TrainingData, collect
 from streamrnn.configure import pipeline_config, train_config, network_config
@@ -185,15 +184,16 @@ class Trainer:
             self.stop_requested.wait(self.settings.retrain.poll_s)
 
 
-def build_store(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[tuple[str, int]]]]:
+def checkpoint_reader(settings: Settings) -> tuple[CheckpointStore, Callable[[], list[tuple[str, int]]]]:
     """The daemons' checkpoint store (read side) and how to list its partitions."""
     k, c = settings.kafka, settings.checkpoint
-    store = build_checkpoint_store(settings)
+    store = build_store(settings)
     if c.store == "directory":
         return store, lambda: directory_partitions(c.directory, k.group_id, k.input_topics)
     from kafka import KafkaConsumer
 
     from streamrnn.ingest.kafka_clients import consumer_kwargs, explain_client_errors
+
     kwargs = consumer_kwargs(k)
     kwargs.pop("group_id", None)  # metadata only: never join the daemons' group
 
@@ -222,7 +222,7 @@ def serve_trainer(settings: Settings, once: bool = False) -> int:
     registry = CollectorRegistry()
     metrics = TrainerMetrics(registry)
     metrics.up_since.set(time.time())
-    store, partitions = build_store(settings)
+    store, partitions = checkpoint_reader(settings)
     trainer = Trainer(settings, ModelRegistry(settings.registry.directory), store, partitions, metrics)
     server = ProcessServer()
     if not once:
@@ -244,4 +244,4 @@ def serve_trainer(settings: Settings, once: bool = False) -> int:
     return 0
 
 
-__all__ = ["Trainer", "serve_trainer", "build_store"]
+__all__ = ["Trainer", "serve_trainer", "checkpoint_reader"]

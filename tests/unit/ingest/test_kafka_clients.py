@@ -74,7 +74,7 @@ def test_the_daemon_the_trainer_and_the_simulator_explain_a_failed_client(no_bro
     from streamrnn.tools.simulate_kafka import ProduceError, create_producer
     from streamrnn.runtime.metrics import DaemonMetrics
     from streamrnn.config.settings import load_settings
-    from streamrnn.runtime.trainer import build_store
+    from streamrnn.runtime.trainer import checkpoint_reader
 
     kafka = {"bootstrap_servers": ["broker-1:9093"], "security_protocol": "SASL_PLAINTEXT",
              "sasl_mechanism": "SCRAM-SHA-256", "sasl_username": "streamrnn", "sasl_password": PASSWORD}
@@ -84,7 +84,7 @@ def test_the_daemon_the_trainer_and_the_simulator_explain_a_failed_client(no_bro
         with pytest.raises(KafkaClientError, match="authentication may have failed.*'streamrnn'"):
             build_daemon(settings, DaemonMetrics(CollectorRegistry()))
     settings = load_settings(None, environ={}, overrides={"kafka": kafka, "checkpoint": {"store": "kafka"}})
-    store, partitions = build_store(settings)
+    store, partitions = checkpoint_reader(settings)
     with pytest.raises(KafkaClientError, match="authentication may have failed"):
         partitions()
     store.close()
